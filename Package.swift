@@ -1,0 +1,112 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// librdkafka older than 2.x talks to Apache Kafka but not to the Tansu broker the embedded stack runs.
+// `scripts/bootstrap` puts a newer librdkafka (shipped inside a PyPI wheel) in `.prodready/lib`; the runtime
+// search path below makes every binary this package builds load it before the Debian one, with no
+// LD_LIBRARY_PATH for the user to remember. Without that directory the Debian library is used.
+let bundledLibraryDirectory = Context.packageDirectory + "/.prodready/lib"
+
+let strictSwift: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "ProdReady",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "prodready", targets: ["prodready"]),
+        .library(name: "ProdReadyInfra", targets: ["ProdReadyInfra"]),
+        .library(name: "TestSupport", targets: ["TestSupport"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.0"..<"5.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.25.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.25.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+    ],
+    targets: [
+        // C libraries from Debian packages (installed by scripts/bootstrap).
+        .systemLibrary(name: "CRdKafka", path: "Sources/CRdKafka"),
+        .systemLibrary(name: "CNats", path: "Sources/CNats"),
+        .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
+
+        .target(
+            name: "ProdReadyCore",
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ProdReadyKafka",
+            dependencies: ["CRdKafka", "ProdReadyCore"],
+            swiftSettings: strictSwift,
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", bundledLibraryDirectory])]
+        ),
+        .target(
+            name: "ProdReadyNATS",
+            dependencies: ["CNats", "ProdReadyCore"],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ProdReadyRedis",
+            dependencies: ["CHiredis", "ProdReadyCore"],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ProdReadyS3",
+            dependencies: [
+                "ProdReadyCore",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "ProdReadyInfra",
+            dependencies: [
+                "ProdReadyCore", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .executableTarget(
+            name: "prodready",
+            dependencies: [
+                "ProdReadyInfra",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
+            name: "TestSupport",
+            dependencies: [
+                "ProdReadyInfra",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
+            path: "TestSupport",
+            swiftSettings: strictSwift
+        ),
+
+        // Pure logic, no servers: fast, always runs.
+        .testTarget(name: "UnitTests", dependencies: ["TestSupport", "ProdReadyS3", "ProdReadyInfra"], swiftSettings: strictSwift),
+        // TestSupport against real servers.
+        .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+        // The five production-readiness suites.
+        .testTarget(name: "OMSSmokeTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "MSAAuditFlowTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "DurabilityTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "JobPipelineTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "EventBusE2ETests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+    ],
+    swiftLanguageModes: [.v6]
+)

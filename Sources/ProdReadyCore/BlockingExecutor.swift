@@ -1,0 +1,36 @@
+import Dispatch
+
+/// Runs blocking calls (C client libraries, `waitpid`, file I/O) on a dedicated serial queue so they never
+/// occupy a thread of Swift's cooperative pool.
+///
+/// One executor serialises every call made through it, which is also how the C handles it guards are kept
+/// from being used from two threads at once.
+public final class BlockingExecutor: Sendable {
+    private let queue: DispatchQueue
+
+    public init(label: String) {
+        queue = DispatchQueue(label: "prodready.blocking.\(label)")
+    }
+
+    public func run<Value: Sendable>(_ body: @escaping @Sendable () throws -> Value) async throws -> Value {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result(catching: body))
+            }
+        }
+    }
+
+    /// Runs `body` synchronously on the executor's queue; for `deinit` paths that cannot await.
+    public func runSync<Value>(_ body: () throws -> Value) rethrows -> Value {
+        try queue.sync(execute: body)
+    }
+}
+
+/// A C handle passed between the executor's queue and Swift code.
+///
+/// @unchecked Sendable: it is only an address; the code that dereferences it does so on the owning
+/// client's `BlockingExecutor`, which serialises every use.
+public struct SendableHandle: @unchecked Sendable {
+    public let pointer: OpaquePointer
+    public init(_ pointer: OpaquePointer) { self.pointer = pointer }
+}

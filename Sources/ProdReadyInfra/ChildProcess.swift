@@ -1,0 +1,215 @@
+public import ProdReadyCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A process identity that survives pid reuse: the pid plus the kernel's start time for it.
+public struct ProcessIdentity: Codable, Sendable, Equatable, CustomStringConvertible {
+    public var pid: Int32
+    /// Field 22 of /proc/PID/stat (clock ticks since boot); nil where /proc is unavailable.
+    public var startTime: UInt64?
+
+    public init(pid: Int32) {
+        self.pid = pid
+        self.startTime = Self.startTime(of: pid)
+    }
+
+    public var description: String { "pid \(pid)" }
+
+    /// Whether this exact process still exists (and is not a zombie).
+    public var isAlive: Bool {
+        guard kill(pid, 0) == 0 || errno == EPERM else { return false }
+        guard let stat = Self.readStat(pid) else { return false }
+        if stat.state == "Z" || stat.state == "X" { return false }
+        if let startTime, stat.startTime != startTime { return false }
+        return true
+    }
+
+    /// Sends `signal` to the process group this process leads (every child spawned here leads its own).
+    /// Does nothing if the process is gone, so a recycled pid is never signalled.
+    @discardableResult
+    public func signalGroup(_ signal: Int32) -> Bool {
+        guard isAlive else { return false }
+        return kill(-pid, signal) == 0 || kill(pid, signal) == 0
+    }
+
+    static func startTime(of pid: Int32) -> UInt64? { readStat(pid)?.startTime }
+
+    private static func readStat(_ pid: Int32) -> (state: Character, startTime: UInt64)? {
+        guard let text = readTextFile("/proc/\(pid)/stat"),
+              let closing = text.lastIndex(of: ")") else { return nil }
+        // Fields after the command name (which may contain spaces) start at field 3 (state).
+        let fields = text[text.index(after: closing)...].split(separator: " ")
+        guard fields.count > 19, let state = fields[0].first, let start = UInt64(fields[19]) else { return nil }
+        return (state, start)
+    }
+}
+
+/// A child process in its own session (so signals reach its whole process group and a terminal's Ctrl-C
+/// does not), with stdout and stderr appended to a log file.
+public final class ChildProcess: Sendable {
+    public let identity: ProcessIdentity
+    public let executable: String
+    public let logPath: String
+
+    public var pid: Int32 { identity.pid }
+
+    /// Spawns `executable` with `arguments`. `environment` replaces the inherited one when given.
+    /// - Parameters:
+    ///   - standardInput: a file to read standard input from (default `/dev/null`).
+    ///   - reapAutomatically: false when the caller itself waits for the exit status.
+    public init(
+        executable: String,
+        arguments: [String],
+        environment: [String: String]? = nil,
+        standardInput: String = "/dev/null",
+        logPath: String,
+        reapAutomatically: Bool = true
+    ) throws {
+        guard access(executable, X_OK) == 0 else {
+            throw ProdReadyError(.missingBinary, "cannot execute '\(executable)'")
+        }
+        var fileActions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&fileActions)
+        defer { posix_spawn_file_actions_destroy(&fileActions) }
+        posix_spawn_file_actions_addopen(&fileActions, 0, standardInput, O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+        posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        // A new session: the child leads its own process group, so stop/kill/pause reach its children too.
+        let flags = Int16(posixSpawnSetSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF)
+        posix_spawnattr_setflags(&attributes, flags)
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        var defaultSignals = sigset_t()
+        sigemptyset(&defaultSignals)
+        for signal in [SIGPIPE, SIGINT, SIGTERM, SIGHUP, SIGCHLD] { sigaddset(&defaultSignals, signal) }
+        posix_spawnattr_setsigdefault(&attributes, &defaultSignals)
+
+        let argv = [executable] + arguments
+        let environmentEntries = (environment ?? currentEnvironment()).map { "\($0.key)=\($0.value)" }
+        var pid: pid_t = 0
+        let status = withCStringArray(argv) { argvPointer in
+            withCStringArray(environmentEntries) { environmentPointer in
+                posix_spawn(&pid, executable, &fileActions, &attributes, argvPointer, environmentPointer)
+            }
+        }
+        guard status == 0 else {
+            throw ProdReadyError(.processFailed, "cannot start '\(executable)': \(String(cString: strerror(status)))")
+        }
+        self.identity = ProcessIdentity(pid: pid)
+        self.executable = executable
+        self.logPath = logPath
+        if reapAutomatically { ChildReaper.shared.adopt(pid) }
+    }
+
+    /// Waits for a process to be gone, polling; true if it went away within `timeout`.
+    public static func waitForExit(_ identity: ProcessIdentity, timeout: Duration) async -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            ChildReaper.shared.reap()
+            if !identity.isAlive { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        ChildReaper.shared.reap()
+        return !identity.isAlive
+    }
+
+    /// SIGTERM-like `signal` to the group, then SIGKILL after `gracePeriod`. Returns once the process is gone.
+    public static func terminate(_ identity: ProcessIdentity, signal requestedSignal: Int32? = nil, gracePeriod: Duration = .seconds(10)) async throws {
+        let signal = requestedSignal ?? SIGTERM
+        guard identity.isAlive else { return }
+        // A paused process cannot handle SIGTERM: let it run so it can shut down cleanly.
+        identity.signalGroup(SIGCONT)
+        identity.signalGroup(signal)
+        if await waitForExit(identity, timeout: gracePeriod) { return }
+        identity.signalGroup(SIGKILL)
+        guard await waitForExit(identity, timeout: .seconds(5)) else {
+            throw ProdReadyError(.processFailed, "\(identity) survived SIGKILL for 5 s")
+        }
+    }
+
+    /// SIGKILL to the whole group, then wait until it is gone.
+    public static func kill(_ identity: ProcessIdentity) async throws {
+        identity.signalGroup(SIGKILL)
+        guard await waitForExit(identity, timeout: .seconds(5)) else {
+            throw ProdReadyError(.processFailed, "\(identity) survived SIGKILL for 5 s")
+        }
+    }
+}
+
+/// Reaps children this process spawned so they do not linger as zombies after exiting.
+final class ChildReaper: @unchecked Sendable {
+    // @unchecked Sendable: `children` is guarded by `lock`.
+    static let shared = ChildReaper()
+    private let lock = Mutex_()
+    private var children: Set<pid_t> = []
+
+    func adopt(_ pid: pid_t) {
+        lock.withLock { _ = children.insert(pid) }
+    }
+
+    func reap() {
+        lock.withLock {
+            for pid in children {
+                var status: Int32 = 0
+                let result = waitpid(pid, &status, WNOHANG)
+                if result == pid || (result == -1 && errno == ECHILD) { children.remove(pid) }
+            }
+        }
+    }
+}
+
+/// A pthread mutex; `Synchronization.Mutex` is not usable in a stored property of a non-final-class context
+/// on every toolchain we build with.
+final class Mutex_: @unchecked Sendable {
+    // @unchecked Sendable: a pthread mutex is safe to share between threads by construction.
+    private var mutex = pthread_mutex_t()
+    init() { pthread_mutex_init(&mutex, nil) }
+    deinit { pthread_mutex_destroy(&mutex) }
+    func withLock<T>(_ body: () throws -> T) rethrows -> T {
+        pthread_mutex_lock(&mutex)
+        defer { pthread_mutex_unlock(&mutex) }
+        return try body()
+    }
+}
+
+/// glibc's POSIX_SPAWN_SETSID (a GNU extension the Swift overlay does not import).
+private let posixSpawnSetSID: Int32 = 0x80
+
+public func currentEnvironment() -> [String: String] {
+    var result: [String: String] = [:]
+    var pointer = environ
+    while let entry = pointer.pointee {
+        let text = String(cString: entry)
+        if let equals = text.firstIndex(of: "=") {
+            result[String(text[..<equals])] = String(text[text.index(after: equals)...])
+        }
+        pointer += 1
+    }
+    return result
+}
+
+func withCStringArray<R>(_ strings: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> R) -> R {
+    let pointers = strings.map { strdup($0) } + [nil]
+    defer { pointers.forEach { free($0) } }
+    return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
+}
+
+func readTextFile(_ path: String) -> String? {
+    let descriptor = open(path, O_RDONLY)
+    guard descriptor >= 0 else { return nil }
+    defer { close(descriptor) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = read(descriptor, &buffer, buffer.count)
+        if count <= 0 { break }
+        bytes.append(contentsOf: buffer[0..<count])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

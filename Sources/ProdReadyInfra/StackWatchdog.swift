@@ -1,0 +1,93 @@
+import ProdReadyCore
+import AsyncHTTPClient
+import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Guarantees no orphans: a tiny shell process, in its own session, that waits for the owning process to
+/// disappear (however it ends, SIGKILL included), then kills every process group listed in the stack's
+/// `pgids` file and removes the stack directory. An owner that tears down cleanly removes the directory first
+/// and the watchdog simply exits.
+enum StackWatchdog {
+    static let script = #"""
+    owner="$1"; owner_start="$2"; dir="$3"
+    started() { sed 's/.*) //' "/proc/$owner/stat" 2>/dev/null | cut -d' ' -f20; }
+    while [ -d "$dir" ] && [ "$(started)" = "$owner_start" ]; do sleep 0.2; done
+    [ -d "$dir" ] || exit 0
+    if [ -f "$dir/pgids" ]; then
+      while read -r group; do [ -n "$group" ] && kill -KILL -- "-$group" 2>/dev/null; done < "$dir/pgids"
+    fi
+    sleep 0.3
+    rm -rf "$dir"
+    """#
+
+    static func watch(stackDirectory: String, owner: ProcessIdentity, logPath: String) throws {
+        guard let bash = findInPath("bash") else { throw ProdReadyError(.missingBinary, "bash not found") }
+        guard let startTime = owner.startTime else {
+            throw ProdReadyError(.configuration, "cannot read /proc/\(owner.pid)/stat; the watchdog needs /proc")
+        }
+        _ = try ChildProcess(
+            executable: bash,
+            arguments: ["-c", script, "prodready-watchdog", String(owner.pid), String(startTime), stackDirectory],
+            logPath: logPath
+        )
+    }
+}
+
+/// Process-wide registry of the stacks this process owns, torn down synchronously at normal exit (the
+/// watchdog covers abnormal exits).
+final class OwnedStacks: @unchecked Sendable {
+    // @unchecked Sendable: `directories` is guarded by `lock`.
+    static let shared = OwnedStacks()
+    private let lock = Mutex_()
+    private var directories: Set<String> = []
+    private var installed = false
+
+    func register(_ directory: String) {
+        lock.withLock {
+            directories.insert(directory)
+            if !installed {
+                installed = true
+                atexit { OwnedStacks.shared.killAllAtExit() }
+            }
+        }
+    }
+
+    func unregister(_ directory: String) {
+        lock.withLock { _ = directories.remove(directory) }
+    }
+
+    /// Kills every owned stack's process groups and removes its directory; nothing async, for `atexit`.
+    func killAllAtExit() {
+        let all = lock.withLock { directories }
+        for directory in all {
+            for line in (readTextFile(directory + "/pgids") ?? "").split(separator: "\n") {
+                if let group = Int32(line), group > 1 { Glibc.kill(-group, SIGKILL) }
+            }
+        }
+        // Give the kernel a moment to release ports before the directory (and with it the watchdog's reason
+        // to wait) disappears.
+        usleep(100_000)
+        for directory in all { try? removeTree(directory) }
+    }
+}
+
+/// moto's request recorder: replaying it rebuilds the in-memory store after a restart.
+enum MotoRecorder {
+    static func replay(port: Int) async throws {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/moto-api/recorder/replay-recording")
+        request.method = .POST
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
+            _ = try await response.body.collect(upTo: 1 << 20)
+            guard response.status.code < 300 else {
+                throw ProdReadyError(.serverError, "S3 recording replay answered HTTP \(response.status.code)")
+            }
+        } catch let error as ProdReadyError {
+            throw error
+        } catch {
+            throw ProdReadyError(.connectionFailed, "S3 recording replay failed", underlying: error)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+public import ProdReadyCore
+import CRdKafka
+
+/// Where a produced message landed.
+public struct KafkaDeliveryReport: Sendable, Equatable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+}
+
+/// A consumed message.
+public struct KafkaMessage: Sendable {
+    public var topic: String
+    public var partition: Int32
+    public var offset: Int64
+    public var key: [UInt8]?
+    public var value: [UInt8]
+}
+
+/// What a broker reports about the cluster.
+public struct KafkaClusterMetadata: Sendable {
+    public var brokerCount: Int
+    public var topics: [String: Int]
+}
+
+/// One librdkafka handle. Each handle is only touched from its own `BlockingExecutor`, so it is never used by
+/// two threads at once and blocking calls never run on the cooperative pool.
+final class KafkaHandle: @unchecked Sendable {
+    // @unchecked Sendable: `pointer` is only dereferenced inside `executor`'s serial queue.
+    let pointer: OpaquePointer
+    let executor: BlockingExecutor
+
+    init(type: rd_kafka_type_t, configuration: KafkaConfiguration, extra: [(String, String)], prepare: (OpaquePointer) -> Void = { _ in }) throws {
+        let conf = try makeNativeConfiguration(try configuration.validated().librdkafkaProperties(forConsumer: type == RD_KAFKA_CONSUMER) + extra)
+        prepare(conf)
+        var errorBuffer = [CChar](repeating: 0, count: 512)
+        guard let handle = rd_kafka_new(type, conf, &errorBuffer, errorBuffer.count) else {
+            rd_kafka_conf_destroy(conf)
+            throw ProdReadyError(.invalidArgument, "librdkafka refused the configuration: \(String(cString: errorBuffer))")
+        }
+        pointer = handle
+        executor = BlockingExecutor(label: "kafka.\(configuration.clientID)")
+    }
+
+    func metadata(timeout: Duration) async throws -> KafkaClusterMetadata {
+        try await executor.run { [self] in
+            let pointer = self.pointer
+            var metadataPointer: UnsafePointer<rd_kafka_metadata>?
+            let code = rd_kafka_metadata(pointer, 1, nil, &metadataPointer, Int32(timeout.milliseconds))
+            guard code == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata = metadataPointer else {
+                throw ProdReadyError(.connectionFailed, "Kafka metadata request failed: \(kafkaErrorDescription(code))", retriable: true)
+            }
+            defer { rd_kafka_metadata_destroy(metadata) }
+            var topics: [String: Int] = [:]
+            for index in 0..<Int(metadata.pointee.topic_cnt) {
+                let topic = metadata.pointee.topics[index]
+                topics[String(cString: topic.topic)] = Int(topic.partition_cnt)
+            }
+            return KafkaClusterMetadata(brokerCount: Int(metadata.pointee.broker_cnt), topics: topics)
+        }
+    }
+
+    deinit {
+        rd_kafka_destroy(pointer)
+    }
+}
+
+extension Duration {
+    var milliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+}

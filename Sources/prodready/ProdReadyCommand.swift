@@ -1,0 +1,297 @@
+import ArgumentParser
+import Foundation
+import ProdReadyCore
+import ProdReadyInfra
+
+@main
+struct ProdReadyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "prodready",
+        abstract: "Boots and controls the infrastructure ProdReady's production-readiness suites run against.",
+        discussion: """
+        The embedded stack runs PostgreSQL, a Kafka-compatible broker (Tansu, storing to S3), NATS with
+        JetStream, Redis and an S3 server (moto) as local processes on 127.0.0.1, with data under
+        .prodready/stack. `eval "$(prodready up)"` exports the variables the suites read.
+
+        PRODREADY_INFRA=compose makes the control commands act on compose/infra.yml through docker compose.
+        """,
+        subcommands: [
+            Up.self, Status.self, Env.self, Down.self, Logs.self,
+            Start.self, Stop.self, Kill.self, Pause.self, Resume.self, Restart.self,
+            Bench.self,
+        ]
+    )
+}
+
+struct CommonOptions: ParsableArguments {
+    @Option(name: .long, help: "ProdReady's state directory (default: PRODREADY_HOME, else the nearest .prodready).")
+    var home: String?
+
+    var resolvedHome: String { home ?? prodreadyHome() }
+
+    func settings() throws -> InfrastructureSettings {
+        try InfrastructureSettings(environment: ProcessInfo.processInfo.environment)
+    }
+}
+
+/// Prints progress on stderr so stdout stays machine-readable (`eval "$(prodready up)"`).
+func progress(_ line: String) {
+    FileHandle.standardError.write(Data(("prodready: " + line + "\n").utf8))
+}
+
+func fail(_ error: any Error) -> ExitCode {
+    progress("error: \(error)")
+    return ExitCode(1)
+}
+
+struct ComponentArgument: ExpressibleByArgument {
+    let component: Component
+    init?(argument: String) {
+        guard let component = try? Component.parseList(argument), component.count == 1 else { return nil }
+        self.component = component[0]
+    }
+    static var allValueStrings: [String] { Component.allCases.map(\.rawValue) }
+}
+
+/// The stack the control commands act on.
+func controllableInfrastructure(_ options: CommonOptions) async throws -> any Infrastructure {
+    let settings = try options.settings()
+    if settings.provider == .compose {
+        return ComposeInfrastructure(composeFile: composeFilePath())
+    }
+    if settings.provider == .external {
+        return ExternalInfrastructure(endpoints: settings.configuredEndpoints)
+    }
+    let directory = StackLocations.upStack(home: options.resolvedHome)
+    guard let text = try? String(contentsOfFile: directory + "/state.json", encoding: .utf8), !text.isEmpty else {
+        throw ProdReadyError(.notRunning, "no stack is running (nothing at \(directory)); start one with `prodready up`")
+    }
+    return try NativeStack(attachingTo: directory, home: options.resolvedHome)
+}
+
+func composeFilePath() -> String {
+    let home = prodreadyHome()
+    let root = home.hasSuffix("/.prodready") ? String(home.dropLast("/.prodready".count)) : FileManager.default.currentDirectoryPath
+    return root + "/compose/infra.yml"
+}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start the embedded stack (or the missing components of it) and print its endpoints.",
+        discussion: "Idempotent: components already running are left alone. Progress goes to stderr, endpoints to stdout."
+    )
+
+    @OptionGroup var options: CommonOptions
+    @Option(name: .long, help: "Comma-separated components to start: postgres,kafka,nats,redis,s3 or all.")
+    var components: String = "all"
+    @Flag(name: .long, help: "Print endpoints as JSON instead of export lines.")
+    var json = false
+
+    func run() async throws {
+        let requested: [Component]
+        do { requested = try Component.parseList(components) } catch { throw fail(error) }
+        do {
+            let settings = try options.settings()
+            if settings.provider == .compose {
+                let compose = ComposeInfrastructure(composeFile: composeFilePath())
+                progress("docker compose up \(requested.map(\.rawValue).joined(separator: " "))")
+                try await compose.up(requested)
+                try printEndpoints(await compose.endpoints(), json: json)
+                return
+            }
+            let home = options.resolvedHome
+            let directory = StackLocations.upStack(home: home)
+            let stack: NativeStack
+            if let existing = await StackLocations.attachUpStack(home: home) {
+                progress("reusing the running stack at \(directory)")
+                stack = existing
+            } else {
+                if FileManager.default.fileExists(atPath: directory) {
+                    progress("removing a stopped stack left at \(directory)")
+                    try FileManager.default.removeItem(atPath: directory)
+                }
+                stack = try NativeStack(directory: directory, home: home, owned: false)
+            }
+            let clock = ContinuousClock()
+            let began = clock.now
+            progress("starting \(Component.closure(requested).map(\.rawValue).joined(separator: ", "))")
+            try await stack.ensure(requested, progress: { progress($0) })
+            progress("stack ready in \(Int((clock.now - began).milliseconds)) ms; stop it with `prodready down`")
+            try printEndpoints(await stack.endpoints, json: json)
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+func printEndpoints(_ endpoints: StackEndpoints, json: Bool) throws {
+    if json {
+        var object: [String: String] = [:]
+        for entry in endpoints.environment { object[entry.name] = entry.value }
+        let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
+        print(String(decoding: data, as: UTF8.self))
+    } else {
+        endpoints.exportLines.forEach { print($0) }
+    }
+}
+
+struct Env: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the running stack's endpoints as export lines (or JSON).")
+    @OptionGroup var options: CommonOptions
+    @Flag(name: .long, help: "Print JSON instead of export lines.")
+    var json = false
+
+    func run() async throws {
+        do {
+            let infrastructure = try await controllableInfrastructure(options)
+            try printEndpoints(await infrastructure.endpoints(), json: json)
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show each component's state and a live health check.")
+    @OptionGroup var options: CommonOptions
+    @Flag(name: .long, help: "Print JSON.")
+    var json = false
+
+    func run() async throws {
+        do {
+            let infrastructure = try await controllableInfrastructure(options)
+            let endpoints = await infrastructure.endpoints()
+            var reports: [ComponentHealth] = []
+            for component in endpoints.components {
+                reports.append(await infrastructure.health(component))
+            }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(reports), as: UTF8.self))
+            } else {
+                print("provider: \(infrastructure.kind)")
+                reports.forEach { print($0) }
+            }
+            if reports.contains(where: { !$0.isHealthy }) { throw ExitCode(3) }
+        } catch let exit as ExitCode {
+            throw exit
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Down: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop every component of the stack and remove its data.")
+    @OptionGroup var options: CommonOptions
+    @Flag(name: .long, help: "Stop the processes but keep the data directory.")
+    var keepData = false
+
+    func run() async throws {
+        do {
+            let settings = try options.settings()
+            if settings.provider == .compose {
+                try await ComposeInfrastructure(composeFile: composeFilePath()).down()
+                return
+            }
+            let directory = StackLocations.upStack(home: options.resolvedHome)
+            guard FileManager.default.fileExists(atPath: directory + "/state.json") else {
+                progress("no stack at \(directory); nothing to do")
+                return
+            }
+            let stack = try NativeStack(attachingTo: directory, home: options.resolvedHome)
+            let snapshot = await stack.snapshot
+            try await stack.teardown(removeData: !keepData)
+            let stillListening = snapshot.components.values.flatMap { [$0.port] + ($0.monitorPort.map { [$0] } ?? []) }.filter(LoopbackPort.isListening)
+            let stillRunning = snapshot.components.values.compactMap(\.process).filter(\.isAlive)
+            guard stillListening.isEmpty, stillRunning.isEmpty else {
+                throw ProdReadyError(.processFailed, "after down, ports still listening: \(stillListening), processes alive: \(stillRunning)")
+            }
+            progress("stack stopped; no process left, no port listening\(keepData ? "; data kept at \(directory)" : "")")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the last lines of a component's log.")
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "postgres, kafka, nats, redis or s3.")
+    var component: ComponentArgument
+    @Option(name: .shortAndLong, help: "How many lines.")
+    var lines: Int = 50
+
+    func run() async throws {
+        guard lines > 0 else { throw fail(ProdReadyError(.invalidArgument, "--lines must be positive")) }
+        do {
+            print(try await controllableInfrastructure(options).logs(component.component, lines: lines))
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+/// stop|start|kill|pause|resume|restart share one shape.
+protocol ControlCommand: AsyncParsableCommand {
+    static var operation: ControlOperation { get }
+    var options: CommonOptions { get }
+    var component: ComponentArgument { get }
+}
+
+extension ControlCommand {
+    func run() async throws {
+        do {
+            let infrastructure = try await controllableInfrastructure(options)
+            let clock = ContinuousClock()
+            let began = clock.now
+            try await infrastructure.perform(Self.operation, on: component.component)
+            progress("\(Self.operation) \(component.component): done in \(Int((clock.now - began).milliseconds)) ms")
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Start: ControlCommand {
+    static let configuration = CommandConfiguration(abstract: "Start a stopped component on its port and data.")
+    static let operation = ControlOperation.start
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+}
+
+struct Stop: ControlCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a component gracefully (port and data are kept).")
+    static let operation = ControlOperation.stop
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+}
+
+struct Kill: ControlCommand {
+    static let configuration = CommandConfiguration(abstract: "SIGKILL a component (a crash, no clean shutdown).")
+    static let operation = ControlOperation.kill
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+}
+
+struct Pause: ControlCommand {
+    static let configuration = CommandConfiguration(abstract: "SIGSTOP a component: connections stay open, nothing answers.")
+    static let operation = ControlOperation.pause
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+}
+
+struct Resume: ControlCommand {
+    static let configuration = CommandConfiguration(abstract: "SIGCONT a paused component.")
+    static let operation = ControlOperation.resume
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+}
+
+struct Restart: ControlCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop then start a component on the same port and data.")
+    static let operation = ControlOperation.restart
+    @OptionGroup var options: CommonOptions
+    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+}
