@@ -89,16 +89,18 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "ProdReadyInfra",
+                "ProdReadyInfra", "ProdReadyCore", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "TestSupport",
             swiftSettings: strictSwift
         ),
 
         // Pure logic, no servers: fast, always runs.
-        .testTarget(name: "UnitTests", dependencies: ["TestSupport", "ProdReadyS3", "ProdReadyInfra"], swiftSettings: strictSwift),
+        .testTarget(name: "UnitTests", dependencies: ["TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore"], swiftSettings: strictSwift),
         // TestSupport against real servers.
         .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
         // The five production-readiness suites.

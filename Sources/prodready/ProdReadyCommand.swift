@@ -18,7 +18,7 @@ struct ProdReadyCommand: AsyncParsableCommand {
         subcommands: [
             Up.self, Status.self, Env.self, Down.self, Logs.self,
             Start.self, Stop.self, Kill.self, Pause.self, Resume.self, Restart.self,
-            Bench.self,
+            Bench.self, Hold.self,
         ]
     )
 }
@@ -294,4 +294,34 @@ struct Restart: ControlCommand {
     static let operation = ControlOperation.restart
     @OptionGroup var options: CommonOptions
     @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+}
+
+struct Hold: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Boot a stack owned by this process and keep it until the process ends.",
+        discussion: """
+        Prints the endpoints, then `holding <stack directory>`, and waits. When this process ends — Ctrl-C,
+        SIGTERM or SIGKILL — its watchdog kills every component and removes the directory. Handy for a stack
+        that must not outlive a script, and used by the tests that prove no process is ever orphaned.
+        """
+    )
+    @OptionGroup var options: CommonOptions
+    @Option(name: .long, help: "Comma-separated components: postgres,kafka,nats,redis,s3 or all.")
+    var components: String = "all"
+
+    func run() async throws {
+        let requested: [Component]
+        do { requested = try Component.parseList(components) } catch { throw fail(error) }
+        do {
+            let home = options.resolvedHome
+            let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "hold"), home: home, owned: true)
+            try await stack.ensure(requested, progress: { progress($0) })
+            // Unbuffered: whoever waits for the `holding` line may be reading a file, not a terminal.
+            let lines = await stack.endpoints.exportLines + ["holding \(stack.directory)"]
+            FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+            while true { try await Task.sleep(for: .seconds(3600)) }
+        } catch {
+            throw fail(error)
+        }
+    }
 }

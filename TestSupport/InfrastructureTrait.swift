@@ -1,0 +1,99 @@
+public import Testing
+public import ProdReadyInfra
+import ProdReadyCore
+
+/// What a test needs from the infrastructure.
+public struct InfrastructureRequirement: Sendable, Equatable {
+    public var components: [Component]
+    /// Control operations the test performs on the *shared* infrastructure.
+    public var operations: [ControlOperation]
+    /// The test boots its own private embedded stacks of these components.
+    public var embedded: [Component]
+}
+
+/// How a guard decides when its requirement is not met.
+public enum GuardDecision: Equatable, Sendable {
+    case run
+    case skip(reason: String)
+    case fail(reason: String)
+
+    /// Skips locally, fails in strict mode (CI=true or PRODREADY_REQUIRE_INFRA=1): CI never goes green by skipping.
+    public static func decide(unmetReason: String?, strict: Bool) -> GuardDecision {
+        guard let unmetReason else { return .run }
+        if strict {
+            return .fail(reason: "required infrastructure is missing and CI/PRODREADY_REQUIRE_INFRA forbids skipping: \(unmetReason)")
+        }
+        return .skip(reason: "skipped: \(unmetReason). To run it: `prodready up` (or set the variables for your own deployment, see README)")
+    }
+}
+
+/// A Swift Testing trait that checks infrastructure before a test runs; see `Trait.requires(_:)`.
+public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
+    public let requirement: InfrastructureRequirement
+    public var isRecursive: Bool { true }
+
+    public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
+        // A recursive suite trait is asked for the suite itself too; only tests need the check.
+        guard !test.isSuite else {
+            try await function()
+            return
+        }
+        let unmet = await Self.unmetReason(requirement)
+        switch GuardDecision.decide(unmetReason: unmet, strict: TestInfrastructure.shared.isStrict) {
+        case .run:
+            try await function()
+        case .skip(let reason):
+            print("⚠️  \(test.name): \(reason)")
+            try Test.cancel(Comment(rawValue: reason))
+        case .fail(let reason):
+            Issue.record(Comment(rawValue: reason))
+        }
+    }
+
+    static func unmetReason(_ requirement: InfrastructureRequirement) async -> String? {
+        let infrastructure = TestInfrastructure.shared
+        if !requirement.components.isEmpty {
+            do {
+                let source = try await infrastructure.source(for: requirement.components)
+                for component in requirement.components {
+                    let health = await source.health(component)
+                    if !health.isHealthy {
+                        return "\(component) (\(source.kind)) does not answer: \(health.detail)"
+                    }
+                }
+            } catch {
+                return "\(error)"
+            }
+        }
+        if !requirement.operations.isEmpty {
+            let verdict = await infrastructure.destructiveControlAllowed(for: requirement.components, operations: requirement.operations)
+            if !verdict.allowed { return verdict.reason }
+        }
+        if !requirement.embedded.isEmpty {
+            do {
+                try Toolchain(home: infrastructure.home).verify(Component.closure(requirement.embedded))
+            } catch {
+                return "private embedded stacks need local binaries: \(error)"
+            }
+        }
+        return nil
+    }
+}
+
+extension Trait where Self == InfrastructureTrait {
+    /// The test needs these components reachable (from `prodready up`, variables, or the process stack).
+    public static func requires(_ components: Component...) -> Self {
+        InfrastructureTrait(requirement: InfrastructureRequirement(components: components, operations: [], embedded: []))
+    }
+
+    /// The test stops, kills or pauses the shared `components`: allowed on a stack this process started, or
+    /// with `PRODREADY_ALLOW_DESTRUCTIVE=1`; never on external infrastructure.
+    public static func requires(_ components: Component..., control operations: ControlOperation...) -> Self {
+        InfrastructureTrait(requirement: InfrastructureRequirement(components: components, operations: operations, embedded: []))
+    }
+
+    /// The test boots private embedded stacks of these components (and may do anything to them).
+    public static func requiresEmbedded(_ components: Component...) -> Self {
+        InfrastructureTrait(requirement: InfrastructureRequirement(components: [], operations: [], embedded: components))
+    }
+}

@@ -1,0 +1,136 @@
+public import ProdReadyInfra
+public import ProdReadyCore
+public import PostgresNIO
+public import ProdReadyRedis
+public import ProdReadyS3
+public import ProdReadyNATS
+import NIOPosix
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A name unique to this test: `prefix` plus process id and random hex, valid as a Postgres schema, Kafka
+/// topic, JetStream stream, Redis key prefix and S3 bucket name (lower-case letters, digits, '-').
+public func uniqueName(_ prefix: String) -> String {
+    let random = String(UInt64.random(in: 0...UInt64.max) & 0xffff_ffff_ffff, radix: 16)
+    return "\(prefix.lowercased())-\(getpid())-\(random)"
+}
+
+let testLogger = Logger(label: "prodready.tests", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// Opens one Postgres connection to `url`.
+public func connectPostgres(_ url: String) async throws -> PostgresConnection {
+    let parsed = try PostgresURL(url)
+    let configuration = PostgresConnection.Configuration(
+        host: parsed.host, port: parsed.port, username: parsed.user, password: parsed.password, database: parsed.database, tls: .disable
+    )
+    do {
+        return try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: testLogger)
+    } catch {
+        throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url))", retriable: true, underlying: error)
+    }
+}
+
+/// Runs `body` with a connection whose `search_path` is a fresh schema, dropped afterwards.
+public func withPostgresSchema<Result: Sendable>(
+    _ url: String,
+    _ body: (_ connection: PostgresConnection, _ schema: String) async throws -> Result
+) async throws -> Result {
+    let connection = try await connectPostgres(url)
+    let schema = uniqueName("t").replacingOccurrences(of: "-", with: "_")
+    do {
+        try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA \(schema)"), logger: testLogger)
+        try await connection.query(PostgresQuery(unsafeSQL: "SET search_path TO \(schema)"), logger: testLogger)
+        let result = try await body(connection, schema)
+        try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"), logger: testLogger)
+        try await connection.close()
+        return result
+    } catch {
+        _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: testLogger)
+        try? await connection.close()
+        throw error
+    }
+}
+
+/// Runs `body` with a Redis connection and a key prefix; every key under the prefix is deleted afterwards.
+public func withRedisKeyPrefix<Result: Sendable>(
+    _ url: String,
+    _ body: (_ connection: RedisConnection, _ prefix: String) async throws -> Result
+) async throws -> Result {
+    let connection = try await RedisConnection(url: url)
+    let prefix = uniqueName("t") + ":"
+    func cleanUp() async throws {
+        var cursor = "0"
+        repeat {
+            let reply = try await connection.command(["SCAN", cursor, "MATCH", prefix + "*", "COUNT", "500"])
+            guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].text, case .array(let keys) = parts[1] else {
+                throw ProdReadyError(.protocolError, "unexpected SCAN reply \(reply)")
+            }
+            let names = keys.compactMap(\.text)
+            if !names.isEmpty { try await connection.command(["DEL"] + names) }
+            cursor = next
+        } while cursor != "0"
+    }
+    do {
+        let result = try await body(connection, prefix)
+        try await cleanUp()
+        return result
+    } catch {
+        try? await cleanUp()
+        throw error
+    }
+}
+
+/// Runs `body` with a fresh S3 bucket, emptied and deleted afterwards.
+public func withS3Bucket<Result: Sendable>(
+    _ endpoint: S3Endpoint,
+    _ body: (_ client: S3Client, _ bucket: String) async throws -> Result
+) async throws -> Result {
+    let client = S3Client(configuration: try S3Configuration(endpoint: endpoint.url, accessKey: endpoint.accessKey, secretKey: endpoint.secretKey, region: endpoint.region))
+    let bucket = uniqueName("t")
+    try await client.createBucket(bucket)
+    func cleanUp() async throws {
+        while true {
+            let keys = try await client.listKeys(bucket: bucket)
+            if keys.isEmpty { break }
+            for key in keys { try await client.deleteObject(bucket: bucket, key: key) }
+        }
+        try await client.deleteBucket(bucket)
+    }
+    do {
+        let result = try await body(client, bucket)
+        try await cleanUp()
+        return result
+    } catch {
+        try? await cleanUp()
+        throw error
+    }
+}
+
+/// Runs `body` with a JetStream stream on subjects `<name>.>`, deleted afterwards.
+public func withJetStream<Result: Sendable>(
+    _ url: String,
+    configure: (inout JetStreamStreamConfiguration) -> Void = { _ in },
+    _ body: (_ connection: NATSConnection, _ stream: JetStreamStreamConfiguration) async throws -> Result
+) async throws -> Result {
+    let connection = try NATSConnection(url: url, name: "prodready-tests")
+    let name = uniqueName("t").uppercased().replacingOccurrences(of: "-", with: "_")
+    var stream = JetStreamStreamConfiguration(name: name, subjects: ["\(name.lowercased()).>"])
+    configure(&stream)
+    try await connection.createOrUpdateStream(stream)
+    do {
+        let result = try await body(connection, stream)
+        try await connection.deleteStream(name)
+        return result
+    } catch {
+        try? await connection.deleteStream(name)
+        throw error
+    }
+}
+
+extension String {
+    func replacingOccurrences(of target: String, with replacement: String) -> String {
+        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
+    }
+}
