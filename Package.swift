@@ -102,7 +102,15 @@ let package = Package(
         // Pure logic, no servers: fast, always runs.
         .testTarget(name: "UnitTests", dependencies: ["TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore"], swiftSettings: strictSwift),
         // TestSupport against real servers.
-        .testTarget(name: "TestSupportTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "TestSupportTests",
+            dependencies: [
+                "TestSupport", "prodready", "ProdReadyCore", "ProdReadyInfra", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // The five production-readiness suites.
         .testTarget(name: "OMSSmokeTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
         .testTarget(name: "MSAAuditFlowTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),

@@ -28,7 +28,23 @@ public func connectPostgres(_ url: String) async throws -> PostgresConnection {
     do {
         return try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: testLogger)
     } catch {
-        throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url))", retriable: true, underlying: error)
+        throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true, underlying: error)
+    }
+}
+
+/// Runs `body` with one Postgres connection, closed afterwards whatever happens.
+public func withPostgresConnection<Result: Sendable>(
+    _ url: String,
+    _ body: (_ connection: PostgresConnection) async throws -> Result
+) async throws -> Result {
+    let connection = try await connectPostgres(url)
+    do {
+        let result = try await body(connection)
+        try await connection.close()
+        return result
+    } catch {
+        try? await connection.close()
+        throw error
     }
 }
 
@@ -37,19 +53,18 @@ public func withPostgresSchema<Result: Sendable>(
     _ url: String,
     _ body: (_ connection: PostgresConnection, _ schema: String) async throws -> Result
 ) async throws -> Result {
-    let connection = try await connectPostgres(url)
     let schema = uniqueName("t").replacingOccurrences(of: "-", with: "_")
-    do {
+    return try await withPostgresConnection(url) { connection in
         try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA \(schema)"), logger: testLogger)
-        try await connection.query(PostgresQuery(unsafeSQL: "SET search_path TO \(schema)"), logger: testLogger)
-        let result = try await body(connection, schema)
-        try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"), logger: testLogger)
-        try await connection.close()
-        return result
-    } catch {
-        _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: testLogger)
-        try? await connection.close()
-        throw error
+        do {
+            try await connection.query(PostgresQuery(unsafeSQL: "SET search_path TO \(schema)"), logger: testLogger)
+            let result = try await body(connection, schema)
+            try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"), logger: testLogger)
+            return result
+        } catch {
+            _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: testLogger)
+            throw error
+        }
     }
 }
 

@@ -11,9 +11,9 @@ import Foundation
 public actor TestInfrastructure {
     public static let shared = TestInfrastructure()
 
-    public let settings: InfrastructureSettings
-    public let settingsError: ProdReadyError?
-    public let home: String
+    public nonisolated let settings: InfrastructureSettings
+    public nonisolated let settingsError: ProdReadyError?
+    public nonisolated let home: String
     private var processStack: NativeStack?
     private var upStack: NativeStack?
     private var resolvedUpStack = false
@@ -116,9 +116,9 @@ public actor TestInfrastructure {
             try await stack.ensure(components)
         } catch {
             let tried = describeAttempts(components)
-            let message = "\(tried); the embedded stack could not start \(components.map(\.rawValue).joined(separator: ", ")): \(error)"
+            let message = "\(tried); the embedded stack could not start \(components.map(\.rawValue).joined(separator: ", "))"
             for component in Component.closure(components) where !(await stack.isRunning(component)) {
-                bootFailures[component] = message
+                bootFailures[component] = "\(message): \(error)"
             }
             throw ProdReadyError(.notRunning, message, underlying: error)
         }

@@ -71,7 +71,7 @@ public enum HealthProbe {
                 on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: quietLogger
             )
         } catch {
-            throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url))", retriable: true, underlying: error)
+            throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true, underlying: error)
         }
         do {
             let rows = try await connection.query("SELECT 41 + 1 AS answer", logger: quietLogger)
@@ -150,6 +150,15 @@ public enum HealthProbe {
         try? await consumer.close()
         throw ProdReadyError(.timeout, "Kafka did not return the produced probe message at \(topic)/\(report.partition)@\(report.offset) within \(timeout)", retriable: true)
     }
+}
+
+/// The server's own message and SQLSTATE, or the connection-level error code; never the query text.
+public func postgresErrorSummary(_ error: any Error) -> String {
+    guard let error = error as? PSQLError else { return "\(error)" }
+    if let message = error.serverInfo?[.message] {
+        return "\(message) (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))"
+    }
+    return "\(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
 }
 
 let quietLogger = Logger(label: "prodready.probe", factory: { _ in SwiftLogNoOpLogHandler() })

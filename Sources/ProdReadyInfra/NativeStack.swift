@@ -40,6 +40,7 @@ public actor NativeStack {
     public nonisolated let directory: String
     private let toolchain: Toolchain
     private var state: NativeStackState
+    private var starting: [Component: Task<Void, any Error>] = [:]
 
     public static let postgresUser = "prodready"
     public static let postgresPassword = "prodready"
@@ -142,8 +143,17 @@ public actor NativeStack {
     }
 
     /// Starts a stopped (or never started) component on its port and data, waiting until it answers.
+    /// Concurrent calls for the same component share one start (the actor is reentrant across awaits).
     public func start(_ component: Component, progress: (@Sendable (String) -> Void)? = nil) async throws {
+        if let inFlight = starting[component] { return try await inFlight.value }
         if isRunning(component) { return }
+        let task = Task { try await self.launch(component, progress: progress) }
+        starting[component] = task
+        defer { starting[component] = nil }
+        try await task.value
+    }
+
+    private func launch(_ component: Component, progress: (@Sendable (String) -> Void)?) async throws {
         for dependency in component.nativeDependencies where !isRunning(dependency) {
             throw ProdReadyError(.notRunning, "\(component) needs \(dependency) running first; start \(dependency)")
         }

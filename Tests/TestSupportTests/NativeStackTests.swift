@@ -1,0 +1,91 @@
+import Testing
+import ProdReadyCore
+import ProdReadyInfra
+import TestSupport
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Every component of the embedded stack, in a private stack of its own: real round trip, data written,
+/// stopped (unreachable with a clear, retriable error), started on the same port with the data intact,
+/// SIGKILLed and started again with the data intact.
+@Suite("Embedded stack components", .requiresEmbedded(.postgres, .kafka, .nats, .redis, .s3))
+struct NativeStackTests {
+    @Test("stop → unreachable → start → same port, data intact; SIGKILL → start → data intact", arguments: Component.allCases)
+    func stopStartKill(component: Component) async throws {
+        try await withPrivateStack([component], label: "lifecycle-\(component)") { stack in
+            let endpoints = await stack.endpoints
+            let port = try #require(await stack.snapshot.component(component)?.port)
+            _ = try await HealthProbe.roundTrip(component, endpoints: endpoints)
+            var marker = DataMarker(component: component)
+            try await marker.write(endpoints)
+            let check = marker
+            try await #require(try await check.missing(endpoints) == nil)
+
+            try await stack.stop(component)
+            let stopped = await #expect(throws: ProdReadyError.self, "a stopped \(component) must refuse clients") {
+                try await withDeadline(.seconds(15)) {
+                    try await HealthProbe.roundTrip(component, endpoints: endpoints, timeout: .seconds(2))
+                }
+            }
+            #expect(stopped?.isRetriable == true, "the error for a stopped \(component) should say retrying can help: \(String(describing: stopped))")
+            #expect([.connectionFailed, .timeout, .serverError].contains(stopped?.code), "unexpected error for stopped \(component): \(String(describing: stopped))")
+            #expect(!LoopbackPort.isListening(port), "port \(port) still bound after stopping \(component)")
+
+            try await stack.start(component)
+            #expect(await stack.snapshot.component(component)?.port == port)
+            #expect(await stack.endpoints == endpoints)
+            try await eventually("\(component) data after a graceful restart", timeout: .seconds(10)) {
+                try await check.missing(endpoints).map(PollOutcome<Bool>.pending) ?? .done(true)
+            }
+
+            try await stack.kill(component)
+            #expect(!LoopbackPort.isListening(port), "port \(port) still bound after SIGKILL of \(component)")
+            try await stack.start(component)
+            try await eventually("\(component) data after SIGKILL and restart", timeout: .seconds(10)) {
+                try await check.missing(endpoints).map(PollOutcome<Bool>.pending) ?? .done(true)
+            }
+        }
+    }
+
+    @Test("pause → requests time out, resume → they succeed again")
+    func pauseResume() async throws {
+        try await withPrivateStack([.redis], label: "pause") { stack in
+            let endpoints = await stack.endpoints
+            try await stack.pause(.redis)
+            let paused = await #expect(throws: ProdReadyError.self) {
+                try await withDeadline(.seconds(10)) {
+                    try await HealthProbe.roundTrip(.redis, endpoints: endpoints, timeout: .milliseconds(500))
+                }
+            }
+            #expect(paused?.isRetriable == true)
+            #expect(await stack.health(.redis).detail.contains("paused"))
+            try await stack.resume(.redis)
+            _ = try await HealthProbe.roundTrip(.redis, endpoints: endpoints)
+        }
+    }
+
+    @Test("starting a component whose port another process holds fails with port_in_use")
+    func portInUse() async throws {
+        try await withPrivateStack([.redis], label: "port") { stack in
+            let port = try #require(await stack.snapshot.component(.redis)?.port)
+            try await stack.stop(.redis)
+            // Something else takes the port while the component is down.
+            let squatter = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(squatter) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = inet_addr("127.0.0.1")
+            address.sin_port = UInt16(port).bigEndian
+            var yes: Int32 = 1
+            setsockopt(squatter, SOL_SOCKET, SO_REUSEADDR, &yes, socklen_t(MemoryLayout<Int32>.size))
+            let bound = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(squatter, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+            try #require(bound == 0 && listen(squatter, 1) == 0)
+            let error = await #expect(throws: ProdReadyError.self) { try await stack.start(.redis) }
+            #expect(error?.code == .portInUse)
+            #expect(error?.message.contains(String(port)) == true)
+        }
+    }
+}
