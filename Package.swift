@@ -12,6 +12,12 @@ let strictSwift: [SwiftSetting] = [
     .enableUpcomingFeature("InternalImportsByDefault"),
 ]
 
+/// What every production-readiness suite links: the shared test library and the clients it acts through.
+let suiteDependencies: [Target.Dependency] = [
+    "TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+    .product(name: "PostgresNIO", package: "postgres-nio"),
+]
+
 let package = Package(
     name: "ProdReady",
     platforms: [.macOS(.v15)],
@@ -112,11 +118,11 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // The five production-readiness suites.
-        .testTarget(name: "OMSSmokeTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
-        .testTarget(name: "MSAAuditFlowTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
-        .testTarget(name: "DurabilityTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
-        .testTarget(name: "JobPipelineTests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
-        .testTarget(name: "EventBusE2ETests", dependencies: ["TestSupport"], swiftSettings: strictSwift),
+        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
+        .testTarget(name: "MSAAuditFlowTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
+        .testTarget(name: "DurabilityTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
+        .testTarget(name: "JobPipelineTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
+        .testTarget(name: "EventBusE2ETests", dependencies: suiteDependencies, swiftSettings: strictSwift),
     ],
     swiftLanguageModes: [.v6]
 )

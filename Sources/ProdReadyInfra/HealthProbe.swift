@@ -88,7 +88,7 @@ public enum HealthProbe {
 
     public static func redis(url: String, timeout: Duration) async throws -> String {
         let connection = try await RedisConnection(url: url, timeout: timeout)
-        let key = "prodready:probe:\(getpid())"
+        let key = "prodready:probe:\(getpid()):\(UInt64.random(in: 0...UInt64.max))"
         try await connection.command(["SET", key, "ok", "PX", "10000"])
         let value = try await connection.command(["GET", key])
         guard value.text == "ok" else { throw ProdReadyError(.protocolError, "Redis GET returned \(value) after SET") }
@@ -120,7 +120,7 @@ public enum HealthProbe {
         )
         let bucket = "prodready-probe"
         try await client.createBucket(bucket)
-        let key = "probe-\(getpid())"
+        let key = "probe-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         let body = Array("probe \(UInt64.random(in: 0...UInt64.max))".utf8)
         try await client.putObject(bucket: bucket, key: key, body: body)
         let read = try await client.getObject(bucket: bucket, key: key)

@@ -153,7 +153,8 @@ public actor NativeStack {
         try await task.value
     }
 
-    private func launch(_ component: Component, progress: (@Sendable (String) -> Void)?) async throws {
+    private func launch(_ component: Component, progress: (@Sendable (String) -> Void)?, attempt: Int = 1) async throws {
+        let isFirstLaunch = state.component(component) == nil
         for dependency in component.nativeDependencies where !isRunning(dependency) {
             throw ProdReadyError(.notRunning, "\(component) needs \(dependency) running first; start \(dependency)")
         }
@@ -179,6 +180,14 @@ public actor NativeStack {
         } catch {
             try? await ChildProcess.kill(child.identity)
             state.components[component.rawValue]?.process = nil
+            // A component that never ran may have lost its freshly picked port to another process in the
+            // moment between picking and binding: pick new ports and try again. A restart must keep its port.
+            if isFirstLaunch, attempt < 3, logTail(info.logPath, lines: 40).lowercased().contains("address already in use") {
+                state.components[component.rawValue] = nil
+                try? persist()
+                progress?("\(component) lost port \(info.port) to another process; retrying on a new port")
+                return try await self.launch(component, progress: progress, attempt: attempt + 1)
+            }
             try? persist()
             throw error
         }

@@ -96,15 +96,44 @@ func findInPath(_ name: String) -> String? {
 
 /// Ports on the loopback interface.
 public enum LoopbackPort {
-    /// A port the kernel just handed out as free (another process could still take it before we bind).
+    /// A free port for a server: below the kernel's ephemeral range (so no outgoing client connection can
+    /// be holding it when the server binds), never handed out twice by this process, and bindable right now.
     public static func free() throws -> Int {
+        let (ephemeralLow, _) = ephemeralRange()
+        let low = 10_000
+        let high = ephemeralLow - 1
+        guard high - low > 1000 else { return try kernelAssigned() }
+        for _ in 0..<200 {
+            let port = Int.random(in: low...high)
+            guard handedOut.withLock({ $0.insert(port).inserted }) else { continue }
+            if canBind(port) { return port }
+        }
+        return try kernelAssigned()
+    }
+
+    private static let handedOut = LockedSet()
+
+    static func ephemeralRange() -> (Int, Int) {
+        let parts = (readTextFile("/proc/sys/net/ipv4/ip_local_port_range") ?? "32768 60999")
+            .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : (32768, 60999)
+    }
+
+    static func canBind(_ port: Int) -> Bool {
+        let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard descriptor >= 0 else { return false }
+        defer { close(descriptor) }
+        var address = loopbackAddress(port: port)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+
+    static func kernelAssigned() throws -> Int {
         let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw ProdReadyError(.portInUse, "cannot create a socket: \(String(cString: strerror(errno)))") }
         defer { close(descriptor) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
+        var address = loopbackAddress(port: 0)
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
@@ -114,6 +143,14 @@ public enum LoopbackPort {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(descriptor, $0, &length) }
         }
         return Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    static func loopbackAddress(port: Int) -> sockaddr_in {
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        return address
     }
 
     /// Whether something accepts TCP connections on 127.0.0.1:`port`.
@@ -148,6 +185,13 @@ extension String {
     func leftPadded(to width: Int, with character: Character = "0") -> String {
         count >= width ? self : String(repeating: character, count: width - count) + self
     }
+}
+
+final class LockedSet: @unchecked Sendable {
+    // @unchecked Sendable: `values` is only touched under `lock`.
+    private let lock = Mutex_()
+    private var values: Set<Int> = []
+    func withLock<T>(_ body: (inout Set<Int>) -> T) -> T { lock.withLock { body(&values) } }
 }
 
 // MARK: - Small file-system helpers (POSIX; no Foundation in the hot paths of process control)

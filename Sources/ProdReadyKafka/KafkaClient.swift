@@ -1,5 +1,8 @@
 public import ProdReadyCore
 import CRdKafka
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Where a produced message landed.
 public struct KafkaDeliveryReport: Sendable, Equatable {
@@ -33,6 +36,11 @@ final class KafkaHandle: @unchecked Sendable {
     init(type: rd_kafka_type_t, configuration: KafkaConfiguration, extra: [(String, String)], prepare: (OpaquePointer) -> Void = { _ in }) throws {
         let conf = try makeNativeConfiguration(try configuration.validated().librdkafkaProperties(forConsumer: type == RD_KAFKA_CONSUMER) + extra)
         prepare(conf)
+        // librdkafka logs every refused connection to stderr; failures reach callers as errors instead.
+        // PRODREADY_KAFKA_LOG=1 restores its own log for debugging.
+        if getenv("PRODREADY_KAFKA_LOG") == nil {
+            rd_kafka_conf_set_log_cb(conf, silentLog)
+        }
         var errorBuffer = [CChar](repeating: 0, count: 512)
         guard let handle = rd_kafka_new(type, conf, &errorBuffer, errorBuffer.count) else {
             rd_kafka_conf_destroy(conf)
@@ -64,6 +72,8 @@ final class KafkaHandle: @unchecked Sendable {
         rd_kafka_destroy(pointer)
     }
 }
+
+private let silentLog: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = { _, _, _, _ in }
 
 extension Duration {
     var milliseconds: Int64 {
