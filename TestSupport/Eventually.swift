@@ -9,6 +9,7 @@ public enum PollOutcome<Value: Sendable>: Sendable {
 
 /// Polls `probe` until it reports `.done`, or fails after `timeout` with a message naming what was still
 /// missing (the last `.pending` text, or the last error the probe threw).
+@discardableResult
 public func eventually<Value: Sendable>(
     _ what: String,
     timeout: Duration = .seconds(15),

@@ -4,6 +4,12 @@ import ProdReadyCore
 
 /// What a test needs from the infrastructure.
 public struct InfrastructureRequirement: Sendable, Equatable {
+    public init(components: [Component], operations: [ControlOperation] = [], embedded: [Component] = []) {
+        self.components = components
+        self.operations = operations
+        self.embedded = embedded
+    }
+
     public var components: [Component]
     /// Control operations the test performs on the *shared* infrastructure.
     public var operations: [ControlOperation]
@@ -30,7 +36,14 @@ public enum GuardDecision: Equatable, Sendable {
 /// A Swift Testing trait that checks infrastructure before a test runs; see `Trait.requires(_:)`.
 public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
     public let requirement: InfrastructureRequirement
+    /// The infrastructure consulted; the process-wide one unless a test of the guard itself injects another.
+    let infrastructure: TestInfrastructure
     public var isRecursive: Bool { true }
+
+    public init(requirement: InfrastructureRequirement, infrastructure: TestInfrastructure = .shared) {
+        self.requirement = requirement
+        self.infrastructure = infrastructure
+    }
 
     public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         // A recursive suite trait is asked for the suite itself too; only tests need the check.
@@ -38,8 +51,8 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
             try await function()
             return
         }
-        let unmet = await Self.unmetReason(requirement)
-        switch GuardDecision.decide(unmetReason: unmet, strict: TestInfrastructure.shared.isStrict) {
+        let unmet = await Self.unmetReason(requirement, infrastructure: infrastructure)
+        switch GuardDecision.decide(unmetReason: unmet, strict: infrastructure.isStrict) {
         case .run:
             try await function()
         case .skip(let reason):
@@ -50,8 +63,8 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
         }
     }
 
-    static func unmetReason(_ requirement: InfrastructureRequirement) async -> String? {
-        let infrastructure = TestInfrastructure.shared
+    /// Why `requirement` cannot be met right now, or nil when it can.
+    public static func unmetReason(_ requirement: InfrastructureRequirement, infrastructure: TestInfrastructure) async -> String? {
         if !requirement.components.isEmpty {
             do {
                 let source = try await infrastructure.source(for: requirement.components)

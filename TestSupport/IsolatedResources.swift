@@ -1,5 +1,5 @@
 public import ProdReadyInfra
-public import ProdReadyCore
+import ProdReadyCore
 public import PostgresNIO
 public import ProdReadyRedis
 public import ProdReadyS3
@@ -33,6 +33,7 @@ public func connectPostgres(_ url: String) async throws -> PostgresConnection {
 }
 
 /// Runs `body` with one Postgres connection, closed afterwards whatever happens.
+@discardableResult
 public func withPostgresConnection<Result: Sendable>(
     _ url: String,
     _ body: (_ connection: PostgresConnection) async throws -> Result

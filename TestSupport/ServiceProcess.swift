@@ -1,5 +1,5 @@
-public import ProdReadyCore
-public import ProdReadyInfra
+import ProdReadyCore
+import ProdReadyInfra
 import Foundation
 #if canImport(Glibc)
 import Glibc

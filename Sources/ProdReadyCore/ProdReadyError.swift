@@ -87,3 +87,9 @@ public func redacted(_ url: String) -> String {
     guard let colon = userInfo.firstIndex(of: ":") else { return url }
     return String(url[..<colon]) + ":***" + String(url[at...])
 }
+
+/// The text in a NUL-terminated C buffer that a C library filled in.
+public func string(fromCBuffer buffer: [CChar]) -> String {
+    let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -71,7 +71,7 @@ public enum ProviderKind: String, CaseIterable, Codable, Sendable, CustomStringC
     public var description: String { rawValue }
 }
 
-public import ProdReadyCore
+import ProdReadyCore
 
 extension String {
     func trimmingCharacters(in set: Character) -> String {

@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 
 /// `compose/infra.yml` driven through `docker compose`. Ports are the fixed ones the file publishes.
 ///

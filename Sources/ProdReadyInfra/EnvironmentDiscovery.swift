@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 
 /// What the environment says about where infrastructure is and how strict to be.
 public struct InfrastructureSettings: Sendable {

@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import ProdReadyKafka
 import ProdReadyNATS
 import ProdReadyRedis

@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 
 /// One way of reaching (and maybe controlling) the five components. Tests and the CLI use only this.
 public protocol Infrastructure: Sendable {

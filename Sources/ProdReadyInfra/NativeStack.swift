@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import Foundation
 import ProdReadyS3
 #if canImport(Glibc)

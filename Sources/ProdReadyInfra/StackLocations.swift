@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 
 /// Where stacks live under the ProdReady home directory.
 public enum StackLocations {

@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -199,7 +199,7 @@ final class LockedSet: @unchecked Sendable {
 func currentDirectory() -> String {
     var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
     guard getcwd(&buffer, buffer.count) != nil else { return "." }
-    return String(cString: buffer)
+    return string(fromCBuffer: buffer)
 }
 
 func fileExists(_ path: String) -> Bool {

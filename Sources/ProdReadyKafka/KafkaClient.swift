@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import CRdKafka
 #if canImport(Glibc)
 import Glibc
@@ -44,7 +44,7 @@ final class KafkaHandle: @unchecked Sendable {
         var errorBuffer = [CChar](repeating: 0, count: 512)
         guard let handle = rd_kafka_new(type, conf, &errorBuffer, errorBuffer.count) else {
             rd_kafka_conf_destroy(conf)
-            throw ProdReadyError(.invalidArgument, "librdkafka refused the configuration: \(String(cString: errorBuffer))")
+            throw ProdReadyError(.invalidArgument, "librdkafka refused the configuration: \(string(fromCBuffer: errorBuffer))")
         }
         pointer = handle
         executor = BlockingExecutor(label: "kafka.\(configuration.clientID)")

@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import CRdKafka
 
 /// Settings for a Kafka client. Typed fields cover what ProdReady uses; `properties` is the escape hatch for
@@ -75,7 +75,7 @@ func makeNativeConfiguration(_ properties: [(String, String)]) throws -> OpaqueP
         let result = rd_kafka_conf_set(conf, key, value, &errorBuffer, errorBuffer.count)
         if result != RD_KAFKA_CONF_OK {
             rd_kafka_conf_destroy(conf)
-            throw ProdReadyError(.invalidArgument, "Kafka property '\(key)': \(String(cString: errorBuffer))")
+            throw ProdReadyError(.invalidArgument, "Kafka property '\(key)': \(string(fromCBuffer: errorBuffer))")
         }
     }
     return conf

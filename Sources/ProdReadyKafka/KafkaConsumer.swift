@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import CRdKafka
 
 /// A Kafka consumer: either a consumer-group member (`subscribe`) or a manual reader (`assign`).

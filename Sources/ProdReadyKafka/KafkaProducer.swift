@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import CRdKafka
 
 /// Collects the delivery report of one message; written by librdkafka's callback, read after `flush`, both

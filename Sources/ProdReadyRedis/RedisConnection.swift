@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import CHiredis
 #if canImport(Glibc)
 import Glibc

@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1

@@ -25,13 +25,7 @@ struct BrokerOutageTests {
             try await stack.start(.kafka)
             let consumer = try KafkaConsumer(configuration: configuration, groupID: uniqueName("bus"))
             try await consumer.assign(topic: topic, partition: partition, offset: 0)
-            let values: [Int] = try await eventually("100 acknowledged messages after the broker restart", timeout: .seconds(30)) {
-                var seen: [Int] = []
-                while seen.count < 100, let message = try await consumer.poll(timeout: .milliseconds(500)) {
-                    seen.append(Int(String(decoding: message.value, as: UTF8.self)) ?? -1)
-                }
-                return seen.count == 100 ? .done(seen) : .pending("\(seen.count) of 100 read")
-            }
+            let values = try await consumer.collect(100, within: .seconds(30)).map { Int($0.text) ?? -1 }
             try await consumer.close()
             #expect(values == Array(1...100))
         }

@@ -66,13 +66,7 @@ struct EventStoreInfrastructureTests {
         }
         let consumer = try KafkaConsumer(configuration: configuration, groupID: uniqueName("oms"))
         try await consumer.assign(topic: topic, partition: partition, offset: 0)
-        let sequences: [Int] = try await eventually("50 events of order-7", timeout: .seconds(20)) {
-            var seen: [Int] = []
-            while seen.count < 50, let message = try await consumer.poll(timeout: .milliseconds(500)) {
-                seen.append(Int(String(decoding: message.value, as: UTF8.self)) ?? -1)
-            }
-            return seen.count == 50 ? .done(seen) : .pending("\(seen.count) of 50 events read")
-        }
+        let sequences = try await consumer.collect(50, within: .seconds(20)).map { Int($0.text) ?? -1 }
         try await consumer.close()
         #expect(sequences == Array(1...50))
     }

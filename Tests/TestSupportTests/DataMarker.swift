@@ -88,14 +88,7 @@ struct DataMarker {
         case .kafka:
             let consumer = try KafkaConsumer(configuration: .embedded(bootstrapServers: endpoints.kafkaBootstrapServers!), groupID: uniqueName("check"))
             try await consumer.assign(topic: "marker", partition: kafkaPartition, offset: 0)
-            var values: [String] = []
-            let clock = ContinuousClock()
-            let deadline = clock.now + .seconds(10)
-            while values.count < 5, clock.now < deadline {
-                if let message = try await consumer.poll(timeout: .milliseconds(200)) {
-                    values.append(String(decoding: message.value, as: UTF8.self))
-                }
-            }
+            let values = try await consumer.collect(5, within: .seconds(10)).map(\.text)
             try? await consumer.close()
             let expected = (1...5).map { "\(token)-\($0)" }
             return values == expected ? nil : "partition \(kafkaPartition) returned \(values), expected \(expected)"

@@ -20,7 +20,8 @@ struct NativeStackTests {
             var marker = DataMarker(component: component)
             try await marker.write(endpoints)
             let check = marker
-            try await #require(try await check.missing(endpoints) == nil)
+            let missingRightAfterWriting = try await check.missing(endpoints)
+            try #require(missingRightAfterWriting == nil, "data missing right after writing: \(missingRightAfterWriting ?? "")")
 
             try await stack.stop(component)
             let stopped = await #expect(throws: ProdReadyError.self, "a stopped \(component) must refuse clients") {

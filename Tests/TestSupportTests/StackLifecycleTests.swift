@@ -175,3 +175,44 @@ enum RedisCheck {
         try await RedisConnection(url: url).command(["GET", key]).text
     }
 }
+
+@Suite("Guards")
+struct GuardTests {
+    @Test("in strict mode a missing component fails the test and its body never runs")
+    func strictModeFails() async throws {
+        let strict = TestInfrastructure(environment: ["CI": "true", "PRODREADY_INFRA": "external"])
+        let trait = InfrastructureTrait(requirement: InfrastructureRequirement(components: [.postgres]), infrastructure: strict)
+        let ran = Flag()
+        let test = try #require(Test.current)
+        await withKnownIssue("the guard must record a failure in strict mode") {
+            try await trait.provideScope(for: test, testCase: Test.Case.current) { await ran.set() }
+        }
+        #expect(await ran.value == false)
+    }
+
+    @Test("the reason for a skip names the variable to set and what was tried")
+    func skipReason() async throws {
+        let local = TestInfrastructure(environment: ["PRODREADY_INFRA": "external"])
+        #expect(local.isStrict == false)
+        let reason = try #require(await InfrastructureTrait.unmetReason(InfrastructureRequirement(components: [.kafka]), infrastructure: local))
+        #expect(reason.contains("KAFKA_BOOTSTRAP_SERVERS"))
+        guard case .skip(let message) = GuardDecision.decide(unmetReason: reason, strict: local.isStrict) else {
+            Issue.record("a non-strict run must skip")
+            return
+        }
+        #expect(message.contains("prodready up"))
+    }
+
+    @Test("a reachable component meets the requirement and the body runs", .requires(.redis))
+    func metRequirementRuns() async throws {
+        let trait = InfrastructureTrait(requirement: InfrastructureRequirement(components: [.redis]))
+        let ran = Flag()
+        try await trait.provideScope(for: try #require(Test.current), testCase: Test.Case.current) { await ran.set() }
+        #expect(await ran.value)
+    }
+}
+
+actor Flag {
+    var value = false
+    func set() { value = true }
+}
