@@ -89,6 +89,11 @@ public actor NativeStack {
 
     public var snapshot: NativeStackState { state }
 
+    /// Makes the PostgreSQL template and its spare copies now rather than on the first stack's start.
+    public static func preparePostgresTemplate(home: String) async throws {
+        try await PostgresTemplate(toolchain: Toolchain(home: home)).prepare()
+    }
+
     public var components: [Component] {
         state.components.keys.compactMap(Component.init(rawValue:)).sorted()
     }

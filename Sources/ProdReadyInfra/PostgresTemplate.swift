@@ -8,14 +8,55 @@ import Glibc
 struct PostgresTemplate {
     let toolchain: Toolchain
 
-    var directory: String { toolchain.home + "/templates/postgres" }
+    /// Versioned: a template made by an older ProdReady with other settings is never reused.
+    var directory: String { toolchain.home + "/templates/postgres-v4" }
+    /// Copies of the template made ahead of time; a new stack takes one with a single `rename`.
+    var sparesDirectory: String { directory + "-spares" }
+    /// How many spare copies to keep ready.
+    static let spareCount = 2
 
     /// PostgreSQL refuses to run as root; as root, servers run as this user (created by Debian's package).
     static let serviceUserName = "postgres"
 
+    /// Puts a fresh cluster at `destination`: a spare copy if one is ready, else a copy made now. Either
+    /// way, spares are topped up in the background for the next stack.
     func copy(into destination: String) async throws {
         try await ensureExists()
+        defer { refillSpares() }
+        if claimSpare(into: destination) { return }
         try await runToCompletion("/bin/cp", ["-a", directory, destination], logPath: toolchain.home + "/templates/copy.log")
+    }
+
+    func prepare() async throws {
+        try await ensureExists()
+        refillSpares()
+    }
+
+    private func claimSpare(into destination: String) -> Bool {
+        guard let names = try? listDirectory(sparesDirectory) else { return false }
+        for name in names.sorted() where name.hasPrefix("ready-") {
+            // rename is atomic: of two processes claiming the same spare, exactly one succeeds.
+            if rename(sparesDirectory + "/" + name, destination) == 0 { return true }
+        }
+        return false
+    }
+
+    /// Starts background copies until `spareCount` spares are ready or being made. A copy is made under a
+    /// `copying-` name and renamed to `ready-` only once complete, so a half-made copy is never claimed.
+    private func refillSpares() {
+        guard (try? makeDirectories(sparesDirectory)) != nil, let names = try? listDirectory(sparesDirectory) else { return }
+        let present = names.filter { $0.hasPrefix("ready-") || $0.hasPrefix("copying-") }.count
+        guard present < Self.spareCount, let shell = findInPath("sh") else { return }
+        for _ in present..<Self.spareCount {
+            let id = String(UInt64.random(in: 0...UInt64.max), radix: 16)
+            let copying = "\(sparesDirectory)/copying-\(id)"
+            let ready = "\(sparesDirectory)/ready-\(id)"
+            _ = try? ChildProcess(
+                executable: shell,
+                arguments: ["-c", #"cp -a "$1" "$2" && mv "$2" "$3" || rm -rf "$2""#, "prodready-spare", directory, copying, ready],
+                logPath: toolchain.home + "/templates/copy.log"
+            )
+        }
     }
 
     private func ensureExists() async throws {
@@ -32,7 +73,15 @@ struct PostgresTemplate {
         let passwordFile = toolchain.home + "/templates/pwfile.\(getpid())"
         try writeTextFile(passwordFile, NativeStack.postgresPassword + "\n")
         let sqlFile = toolchain.home + "/templates/create.\(getpid()).sql"
-        try writeTextFile(sqlFile, "CREATE DATABASE \(NativeStack.postgresDatabase);\n")
+        // MD5 rather than SCRAM for the embedded loopback stack: SCRAM's 4,096 PBKDF2 rounds take about a
+        // second per connection in a debug build of the client, which every test connection would pay.
+        try writeTextFile(sqlFile, """
+            CREATE DATABASE \(NativeStack.postgresDatabase);
+            DROP DATABASE postgres;
+            SET password_encryption = 'md5';
+            ALTER ROLE \(NativeStack.postgresUser) PASSWORD '\(NativeStack.postgresPassword)';
+
+            """)
         defer {
             unlink(passwordFile)
             unlink(sqlFile)
@@ -43,11 +92,16 @@ struct PostgresTemplate {
         let log = toolchain.home + "/templates/initdb.log"
         let initdb = try Self.asServiceUser(executable: try toolchain.postgresBinary("initdb"), arguments: [
             "-D", building, "-U", NativeStack.postgresUser, "--pwfile=\(passwordFile)",
-            "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-locale", "--no-sync",
+            "--auth-host=md5", "--auth-local=trust", "-E", "UTF8", "--no-locale", "--no-sync",
+            // 1 MB WAL segments instead of 16 MB: every stack copies the template, and the copy is what a
+            // private Postgres costs.
+            "--wal-segsize=1",
         ])
         try await runToCompletion(initdb.executable, initdb.arguments, logPath: log)
+        // Connected to template1 so the unused `postgres` database can be dropped: a quarter fewer files to
+        // copy per stack.
         let single = try Self.asServiceUser(executable: try toolchain.postgresBinary("postgres"), arguments: [
-            "--single", "-D", building, "-F", "-c", "unix_socket_directories=", "postgres",
+            "--single", "-D", building, "-F", "-c", "unix_socket_directories=", "template1",
         ])
         try await runToCompletion(single.executable, single.arguments, standardInput: sqlFile, logPath: log)
         guard rename(building, directory) == 0 else {

@@ -18,7 +18,7 @@ struct ProdReadyCommand: AsyncParsableCommand {
         subcommands: [
             Up.self, Status.self, Env.self, Down.self, Logs.self,
             Start.self, Stop.self, Kill.self, Pause.self, Resume.self, Restart.self,
-            Bench.self, Hold.self,
+            Bench.self, Hold.self, Prepare.self,
         ]
     )
 }
@@ -320,6 +320,25 @@ struct Hold: AsyncParsableCommand {
             let lines = await stack.endpoints.exportLines + ["holding \(stack.directory)"]
             FileHandle.standardOutput.write(Data((lines.joined(separator: "\n") + "\n").utf8))
             while true { try await Task.sleep(for: .seconds(3600)) }
+        } catch {
+            throw fail(error)
+        }
+    }
+}
+
+struct Prepare: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make the one-time PostgreSQL template (and spare copies) so the first stack starts fast.",
+        discussion: "scripts/bootstrap runs this; it is idempotent and takes a few seconds the first time."
+    )
+    @OptionGroup var options: CommonOptions
+
+    func run() async throws {
+        do {
+            let clock = ContinuousClock()
+            let began = clock.now
+            try await NativeStack.preparePostgresTemplate(home: options.resolvedHome)
+            progress("PostgreSQL template ready in \(Int((clock.now - began).milliseconds)) ms")
         } catch {
             throw fail(error)
         }
