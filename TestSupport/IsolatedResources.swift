@@ -17,6 +17,20 @@ public func uniqueName(_ prefix: String) -> String {
     return "\(prefix.lowercased())-\(getpid())-\(random)"
 }
 
+/// Runs `body`, then `cleanUp` — also when `body` throws, in which case a cleanup failure is ignored so the
+/// test reports the original error.
+func runThenCleanUp<Result>(_ body: () async throws -> Result, cleanUp: () async throws -> Void) async throws -> Result {
+    let result: Result
+    do {
+        result = try await body()
+    } catch {
+        try? await cleanUp()
+        throw error
+    }
+    try await cleanUp()
+    return result
+}
+
 let testLogger = Logger(label: "prodready.tests", factory: { _ in SwiftLogNoOpLogHandler() })
 
 /// Opens one Postgres connection to `url`.
@@ -39,14 +53,7 @@ public func withPostgresConnection<Result: Sendable>(
     _ body: (_ connection: PostgresConnection) async throws -> Result
 ) async throws -> Result {
     let connection = try await connectPostgres(url)
-    do {
-        let result = try await body(connection)
-        try await connection.close()
-        return result
-    } catch {
-        try? await connection.close()
-        throw error
-    }
+    return try await runThenCleanUp({ try await body(connection) }, cleanUp: { try await connection.close() })
 }
 
 /// Runs `body` with a connection whose `search_path` is a fresh schema, dropped afterwards.
@@ -57,15 +64,12 @@ public func withPostgresSchema<Result: Sendable>(
     let schema = uniqueName("t").replacingOccurrences(of: "-", with: "_")
     return try await withPostgresConnection(url) { connection in
         try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA \(schema)"), logger: testLogger)
-        do {
+        return try await runThenCleanUp({
             try await connection.query(PostgresQuery(unsafeSQL: "SET search_path TO \(schema)"), logger: testLogger)
-            let result = try await body(connection, schema)
-            try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema) CASCADE"), logger: testLogger)
-            return result
-        } catch {
-            _ = try? await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: testLogger)
-            throw error
-        }
+            return try await body(connection, schema)
+        }, cleanUp: {
+            try await connection.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema) CASCADE"), logger: testLogger)
+        })
     }
 }
 
@@ -88,14 +92,7 @@ public func withRedisKeyPrefix<Result: Sendable>(
             cursor = next
         } while cursor != "0"
     }
-    do {
-        let result = try await body(connection, prefix)
-        try await cleanUp()
-        return result
-    } catch {
-        try? await cleanUp()
-        throw error
-    }
+    return try await runThenCleanUp({ try await body(connection, prefix) }, cleanUp: cleanUp)
 }
 
 /// Runs `body` with a fresh S3 bucket, emptied and deleted afterwards.
@@ -114,14 +111,7 @@ public func withS3Bucket<Result: Sendable>(
         }
         try await client.deleteBucket(bucket)
     }
-    do {
-        let result = try await body(client, bucket)
-        try await cleanUp()
-        return result
-    } catch {
-        try? await cleanUp()
-        throw error
-    }
+    return try await runThenCleanUp({ try await body(client, bucket) }, cleanUp: cleanUp)
 }
 
 /// Runs `body` with a JetStream stream on subjects `<name>.>`, deleted afterwards.
@@ -135,14 +125,7 @@ public func withJetStream<Result: Sendable>(
     var stream = JetStreamStreamConfiguration(name: name, subjects: ["\(name.lowercased()).>"])
     configure(&stream)
     try await connection.createOrUpdateStream(stream)
-    do {
-        let result = try await body(connection, stream)
-        try await connection.deleteStream(name)
-        return result
-    } catch {
-        try? await connection.deleteStream(name)
-        throw error
-    }
+    return try await runThenCleanUp({ try await body(connection, stream) }, cleanUp: { try await connection.deleteStream(name) })
 }
 
 extension String {

@@ -10,13 +10,8 @@ public func withPrivateStack<Result: Sendable>(
 ) async throws -> Result {
     let home = TestInfrastructure.shared.home
     let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: label), home: home, owned: true)
-    do {
+    return try await runThenCleanUp({
         try await stack.ensure(components)
-        let result = try await body(stack)
-        try await stack.teardown(removeData: true)
-        return result
-    } catch {
-        try? await stack.teardown(removeData: true)
-        throw error
-    }
+        return try await body(stack)
+    }, cleanUp: { try await stack.teardown(removeData: true) })
 }
