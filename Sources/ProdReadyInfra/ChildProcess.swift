@@ -75,6 +75,12 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 0, standardInput, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
+        // Servers live long: they must not keep the caller's other descriptors open (a pipe a test reads to
+        // EOF, a listening socket, a lock file). glibc ignores close actions for descriptors that are gone by
+        // the time of the spawn.
+        for descriptor in Self.openDescriptors() where descriptor > 2 {
+            posix_spawn_file_actions_addclose(&fileActions, descriptor)
+        }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -104,6 +110,10 @@ public final class ChildProcess: Sendable {
         self.executable = executable
         self.logPath = logPath
         if reapAutomatically { ChildReaper.shared.adopt(pid) }
+    }
+
+    static func openDescriptors() -> [Int32] {
+        ((try? listDirectory("/proc/self/fd")) ?? []).compactMap { Int32($0) }
     }
 
     /// Waits for a process to be gone, polling; true if it went away within `timeout`.
