@@ -54,10 +54,14 @@ struct EventStoreInfrastructureTests {
 
     @Test("events of one aggregate keep their order through Kafka when keyed by aggregate id")
     func perAggregateOrder() async throws {
-        let endpoints = try await TestInfrastructure.shared.endpoints(for: [.kafka])
-        let configuration = KafkaConfiguration.embedded(bootstrapServers: try #require(endpoints.kafkaBootstrapServers))
+        let servers = try #require(try await TestInfrastructure.shared.endpoints(for: [.kafka]).kafkaBootstrapServers)
+        try await withKafkaTopic(servers, partitions: 4) { topic in
+            try await Self.checkOrder(topic: topic, configuration: .embedded(bootstrapServers: servers))
+        }
+    }
+
+    static func checkOrder(topic: String, configuration: KafkaConfiguration) async throws {
         let producer = try KafkaProducer(configuration: configuration)
-        let topic = uniqueName("oms-events")
         var partition: Int32 = -1
         for sequence in 1...50 {
             let report = try await producer.send(topic: topic, key: Array("order-7".utf8), value: Array("\(sequence)".utf8))

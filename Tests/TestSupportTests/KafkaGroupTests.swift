@@ -9,8 +9,12 @@ struct KafkaGroupTests {
     @Test("a group member receives every produced message; after it commits and leaves, the next member starts after them")
     func groupRoundTripWithCommits() async throws {
         let servers = try #require(try await TestInfrastructure.shared.endpoints(for: [.kafka]).kafkaBootstrapServers)
-        let configuration = KafkaConfiguration.embedded(bootstrapServers: servers)
-        let topic = uniqueName("group")
+        try await withKafkaTopic(servers, partitions: 3) { topic in
+            try await Self.roundTrip(topic: topic, configuration: .embedded(bootstrapServers: servers))
+        }
+    }
+
+    static func roundTrip(topic: String, configuration: KafkaConfiguration) async throws {
         let group = uniqueName("g")
         let producer = try KafkaProducer(configuration: configuration)
         for n in 1...10 {
@@ -32,5 +36,35 @@ struct KafkaGroupTests {
         let messages = try await consumer.collect(count, within: .seconds(30), commit: true)
         try await consumer.close()
         return messages.map(\.text)
+    }
+}
+
+@Suite("Kafka topics per test", .requires(.kafka))
+struct KafkaTopicTests {
+    @Test("a test's topic is created with the partitions asked for and deleted afterwards")
+    func topicLifecycle() async throws {
+        let servers = try #require(try await TestInfrastructure.shared.endpoints(for: [.kafka]).kafkaBootstrapServers)
+        let admin = try KafkaAdmin(configuration: .embedded(bootstrapServers: servers))
+        let topic = try await withKafkaTopic(servers, partitions: 3) { topic in
+            let metadata = try await admin.metadata()
+            #expect(metadata.topics[topic] == 3, "topic \(topic) partitions: \(String(describing: metadata.topics[topic]))")
+            return topic
+        }
+        let after = try await admin.metadata()
+        #expect(after.topics[topic] == nil, "topic \(topic) still exists after the test")
+    }
+
+    @Test("creating a topic twice is refused unless existing topics are allowed; bad arguments are refused")
+    func createTwice() async throws {
+        let servers = try #require(try await TestInfrastructure.shared.endpoints(for: [.kafka]).kafkaBootstrapServers)
+        let admin = try KafkaAdmin(configuration: .embedded(bootstrapServers: servers))
+        try await withKafkaTopic(servers) { topic in
+            await #expect(throws: ProdReadyError.self) { try await admin.createTopic(topic, partitions: 1) }
+            try await admin.createTopic(topic, partitions: 1, allowExisting: true)
+        }
+        let empty = await #expect(throws: ProdReadyError.self) { try await admin.createTopic("", partitions: 1) }
+        #expect(empty?.code == .invalidArgument)
+        let zero = await #expect(throws: ProdReadyError.self) { try await admin.createTopic("x", partitions: 0) }
+        #expect(zero?.code == .invalidArgument)
     }
 }
