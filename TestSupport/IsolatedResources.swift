@@ -120,7 +120,7 @@ public func withJetStream<Result: Sendable>(
     configure: (inout JetStreamStreamConfiguration) -> Void = { _ in },
     _ body: (_ connection: NATSConnection, _ stream: JetStreamStreamConfiguration) async throws -> Result
 ) async throws -> Result {
-    let connection = try NATSConnection(url: url, name: "prodready-tests")
+    let connection = try await NATSConnection(url: url, name: "prodready-tests")
     let name = uniqueName("t").uppercased().replacingOccurrences(of: "-", with: "_")
     var stream = JetStreamStreamConfiguration(name: name, subjects: ["\(name.lowercased()).>"])
     configure(&stream)

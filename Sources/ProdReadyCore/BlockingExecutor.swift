@@ -20,9 +20,10 @@ public final class BlockingExecutor: Sendable {
         }
     }
 
-    /// Runs `body` synchronously on the executor's queue; for `deinit` paths that cannot await.
-    public func runSync<Value>(_ body: () throws -> Value) rethrows -> Value {
-        try queue.sync(execute: body)
+    /// Queues `body` without waiting for it: for `deinit`, which cannot await but must not block the
+    /// thread it runs on (C handles are freed this way, after every call already queued).
+    public func submit(_ body: @escaping @Sendable () -> Void) {
+        queue.async(execute: body)
     }
 }
 

@@ -96,7 +96,7 @@ public enum HealthProbe {
     }
 
     public static func nats(url: String, timeout: Duration) async throws -> String {
-        let connection = try NATSConnection(url: url, name: "prodready-probe", connectTimeout: timeout)
+        let connection = try await NATSConnection(url: url, name: "prodready-probe", connectTimeout: timeout)
         // A memory stream keeps the probe out of the durable store it is checking.
         var stream = JetStreamStreamConfiguration(name: "PRODREADY_PROBE", subjects: ["prodready.probe.>"])
         stream.fileStorage = false

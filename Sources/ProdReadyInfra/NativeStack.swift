@@ -256,7 +256,8 @@ public actor NativeStack {
         }
         OwnedStacks.shared.unregister(directory)
         if removeData {
-            try removeTree(directory)
+            // Tens of megabytes of files: deleted off the cooperative pool.
+            try await fileExecutor.run { [directory] in try removeTree(directory) }
         } else {
             try persist()
         }
@@ -404,6 +405,9 @@ public actor NativeStack {
         try writeTextFile(state.directory + "/state.json", String(decoding: data, as: UTF8.self))
     }
 }
+
+/// File-system work too slow for the cooperative pool (deleting stack directories).
+let fileExecutor = BlockingExecutor(label: "files")
 
 func logTail(_ path: String, lines: Int = 15) -> String {
     (readTextFile(path) ?? "(no log)").split(separator: "\n").suffix(lines).joined(separator: "\n")

@@ -69,7 +69,9 @@ final class KafkaHandle: @unchecked Sendable {
     }
 
     deinit {
-        rd_kafka_destroy(pointer)
+        // rd_kafka_destroy can block (it flushes and closes); never on the thread that dropped the last reference.
+        let handle = SendableHandle(pointer)
+        executor.submit { rd_kafka_destroy(handle.pointer) }
     }
 }
 

@@ -37,42 +37,52 @@ public final class NATSConnection: @unchecked Sendable {
     private let jetStream: OpaquePointer
     let executor: BlockingExecutor
 
+    /// Connects (on the connection's own executor: the first connect blocks up to `connectTimeout`).
     /// - Parameters:
     ///   - url: `nats://host:port`.
     ///   - connectTimeout: how long the first connect may take.
-    public init(url: String, name: String = "prodready", connectTimeout: Duration = .seconds(2)) throws {
+    public init(url: String, name: String = "prodready", connectTimeout: Duration = .seconds(2)) async throws {
         guard url.hasPrefix("nats://") || url.hasPrefix("tls://"), url.count > 7 else {
             throw ProdReadyError(.invalidArgument, "NATS URL must look like nats://host:port, got '\(url)'")
         }
-        var options: OpaquePointer?
-        try check(natsOptions_Create(&options), "create options")
-        defer { natsOptions_Destroy(options) }
-        try check(natsOptions_SetURL(options, url), "set URL")
-        try check(natsOptions_SetName(options, name), "set name")
-        try check(natsOptions_SetTimeout(options, connectTimeout.milliseconds), "set timeout")
-        try check(natsOptions_SetAllowReconnect(options, true), "allow reconnect")
-        try check(natsOptions_SetMaxReconnect(options, -1), "set max reconnect")
-        try check(natsOptions_SetReconnectWait(options, 100), "set reconnect wait")
+        let executor = BlockingExecutor(label: "nats.\(name)")
+        let (connection, jetStream) = try await executor.run { () throws -> (SendableHandle, SendableHandle) in
+            var options: OpaquePointer?
+            try check(natsOptions_Create(&options), "create options")
+            defer { natsOptions_Destroy(options) }
+            try check(natsOptions_SetURL(options, url), "set URL")
+            try check(natsOptions_SetName(options, name), "set name")
+            try check(natsOptions_SetTimeout(options, connectTimeout.milliseconds), "set timeout")
+            try check(natsOptions_SetAllowReconnect(options, true), "allow reconnect")
+            try check(natsOptions_SetMaxReconnect(options, -1), "set max reconnect")
+            try check(natsOptions_SetReconnectWait(options, 100), "set reconnect wait")
 
-        var connection: OpaquePointer?
-        let status = natsConnection_Connect(&connection, options)
-        guard status == NATS_OK, let connection else {
-            throw ProdReadyError(.connectionFailed, "cannot connect to NATS at \(redacted(url)): \(statusText(status))", retriable: true)
+            var connection: OpaquePointer?
+            let status = natsConnection_Connect(&connection, options)
+            guard status == NATS_OK, let connection else {
+                throw ProdReadyError(.connectionFailed, "cannot connect to NATS at \(redacted(url)): \(statusText(status))", retriable: true)
+            }
+            var jetStream: OpaquePointer?
+            let jsStatus = natsConnection_JetStream(&jetStream, connection, nil)
+            guard jsStatus == NATS_OK, let jetStream else {
+                natsConnection_Destroy(connection)
+                throw ProdReadyError(.protocolError, "cannot open a JetStream context: \(statusText(jsStatus))")
+            }
+            return (SendableHandle(connection), SendableHandle(jetStream))
         }
-        var jetStream: OpaquePointer?
-        let jsStatus = natsConnection_JetStream(&jetStream, connection, nil)
-        guard jsStatus == NATS_OK, let jetStream else {
-            natsConnection_Destroy(connection)
-            throw ProdReadyError(.protocolError, "cannot open a JetStream context: \(statusText(jsStatus))")
-        }
-        self.connection = connection
-        self.jetStream = jetStream
-        executor = BlockingExecutor(label: "nats.\(name)")
+        self.connection = connection.pointer
+        self.jetStream = jetStream.pointer
+        self.executor = executor
     }
 
     deinit {
-        jsCtx_Destroy(jetStream)
-        natsConnection_Destroy(connection)
+        // Destroying closes the socket and joins libnats' threads: off the thread that dropped the reference.
+        let jetStream = SendableHandle(jetStream)
+        let connection = SendableHandle(connection)
+        executor.submit {
+            jsCtx_Destroy(jetStream.pointer)
+            natsConnection_Destroy(connection.pointer)
+        }
     }
 
     /// One round trip to the server (PING/PONG).
@@ -209,7 +219,10 @@ public final class JetStreamMessage: @unchecked Sendable {
         }
     }
 
-    deinit { natsMsg_Destroy(message) }
+    deinit {
+        let message = SendableHandle(message)
+        connection.executor.submit { natsMsg_Destroy(message.pointer) }
+    }
 }
 
 /// A durable pull consumer.
@@ -248,7 +261,8 @@ public final class JetStreamPullSubscription: @unchecked Sendable {
     }
 
     deinit {
-        connection.executor.runSync { natsSubscription_Destroy(subscription) }
+        let subscription = SendableHandle(subscription)
+        connection.executor.submit { natsSubscription_Destroy(subscription.pointer) }
     }
 }
 

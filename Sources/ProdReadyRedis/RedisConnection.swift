@@ -78,7 +78,9 @@ public final class RedisConnection: @unchecked Sendable {
     }
 
     deinit {
-        if let context { redisFree(context) }
+        guard let context else { return }
+        let handle = SendableHandle(OpaquePointer(context))
+        executor.submit { redisFree(UnsafeMutablePointer<redisContext>(handle.pointer)) }
     }
 
     /// Sends one command, e.g. `["SET", "k", "v"]`. Server errors (`-ERR …`) are thrown as `.serverError`.

@@ -34,7 +34,7 @@ struct JetStreamDeduplicationTests {
     @Test("publishing to an empty or malformed subject is refused with a clear error")
     func malformedSubject() async throws {
         let url = try #require(try await TestInfrastructure.shared.endpoints(for: [.nats]).natsURL)
-        let connection = try NATSConnection(url: url)
+        let connection = try await NATSConnection(url: url)
         let error = await #expect(throws: ProdReadyError.self) { try await connection.publish(subject: "", payload: []) }
         #expect(error?.code == .invalidArgument)
         let spaced = await #expect(throws: ProdReadyError.self) { try await connection.publish(subject: "a b", payload: []) }

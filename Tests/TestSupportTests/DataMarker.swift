@@ -36,7 +36,7 @@ struct DataMarker {
             try await connection.command(["SET", "marker", token])
             try await connection.command(["RPUSH", "marker-list", "a", "b", "c"])
         case .nats:
-            let connection = try NATSConnection(url: endpoints.natsURL!)
+            let connection = try await NATSConnection(url: endpoints.natsURL!)
             try await connection.createOrUpdateStream(JetStreamStreamConfiguration(name: "MARKER", subjects: ["marker.>"]))
             for n in 1...3 {
                 _ = try await connection.publish(subject: "marker.\(n)", payload: Array("\(token)-\(n)".utf8), messageID: "\(token)-\(n)")
@@ -74,7 +74,7 @@ struct DataMarker {
             guard list == .array(["a", "b", "c"].map { .string(Array($0.utf8)) }) else { return "LRANGE returned \(list)" }
             return nil
         case .nats:
-            let connection = try NATSConnection(url: endpoints.natsURL!)
+            let connection = try await NATSConnection(url: endpoints.natsURL!)
             let subscription = try await connection.pullSubscribe(subject: "marker.>", durable: uniqueName("check").replacingOccurrences(of: "-", with: "_"))
             var payloads: [String] = []
             for _ in 0..<3 where payloads.count < 3 {
