@@ -41,6 +41,8 @@ let package = Package(
         .systemLibrary(name: "CNats", path: "Sources/CNats"),
         .systemLibrary(name: "CHiredis", path: "Sources/CHiredis"),
 
+        // glibc extensions the Swift Glibc module does not import.
+        .target(name: "CProdReadyShims", path: "Sources/CProdReadyShims"),
         .target(
             name: "ProdReadyCore",
             swiftSettings: strictSwift
@@ -75,7 +77,7 @@ let package = Package(
         .target(
             name: "ProdReadyInfra",
             dependencies: [
-                "ProdReadyCore", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+                "ProdReadyCore", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3", "CProdReadyShims",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -1,4 +1,5 @@
 import ProdReadyCore
+import CProdReadyShims
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -16,13 +17,24 @@ public struct ProcessIdentity: Codable, Sendable, Equatable, CustomStringConvert
 
     public var description: String { "pid \(pid)" }
 
-    /// Whether this exact process still exists (and is not a zombie).
+    /// Whether this exact process still exists and has a thread that is not a zombie. (The leader thread of
+    /// a multithreaded process reads as a zombie while its other threads are still exiting, holding its
+    /// sockets.)
     public var isAlive: Bool {
         guard kill(pid, 0) == 0 || errno == EPERM else { return false }
         guard let stat = Self.readStat(pid) else { return false }
-        if stat.state == "Z" || stat.state == "X" { return false }
         if let startTime, stat.startTime != startTime { return false }
-        return true
+        return Self.hasLiveThread(pid, leaderState: stat.state)
+    }
+
+    private static func hasLiveThread(_ pid: Int32, leaderState: Character) -> Bool {
+        if leaderState != "Z" && leaderState != "X" { return true }
+        guard let threads = try? listDirectory("/proc/\(pid)/task") else { return false }
+        return threads.contains { thread in
+            guard let text = readTextFile("/proc/\(pid)/task/\(thread)/stat"), let closing = text.lastIndex(of: ")") else { return false }
+            let state = text[text.index(after: closing)...].split(separator: " ").first?.first
+            return state != nil && state != "Z" && state != "X"
+        }
     }
 
     /// Sends `signal` to the process group this process leads (every child spawned here leads its own).
@@ -33,15 +45,27 @@ public struct ProcessIdentity: Codable, Sendable, Equatable, CustomStringConvert
         return kill(-pid, signal) == 0 || kill(pid, signal) == 0
     }
 
+    /// Whether any live process (not a zombie) is still in the process group this process led: forked
+    /// children (Redis' AOF child, Postgres backends) can outlive the leader by a moment, holding its sockets.
+    public var groupHasLiveMembers: Bool {
+        guard let entries = try? listDirectory("/proc") else { return false }
+        for entry in entries {
+            guard let member = Int32(entry), let stat = Self.readStat(member) else { continue }
+            if stat.processGroup == pid, Self.hasLiveThread(member, leaderState: stat.state) { return true }
+        }
+        return false
+    }
+
     static func startTime(of pid: Int32) -> UInt64? { readStat(pid)?.startTime }
 
-    private static func readStat(_ pid: Int32) -> (state: Character, startTime: UInt64)? {
+    private static func readStat(_ pid: Int32) -> (state: Character, processGroup: Int32, startTime: UInt64)? {
         guard let text = readTextFile("/proc/\(pid)/stat"),
               let closing = text.lastIndex(of: ")") else { return nil }
-        // Fields after the command name (which may contain spaces) start at field 3 (state).
+        // Fields after the command name (which may contain spaces) start at field 3 (state); field 5 is the
+        // process group and field 22 the start time.
         let fields = text[text.index(after: closing)...].split(separator: " ")
-        guard fields.count > 19, let state = fields[0].first, let start = UInt64(fields[19]) else { return nil }
-        return (state, start)
+        guard fields.count > 19, let state = fields[0].first, let group = Int32(fields[2]), let start = UInt64(fields[19]) else { return nil }
+        return (state, group, start)
     }
 }
 
@@ -75,11 +99,12 @@ public final class ChildProcess: Sendable {
         posix_spawn_file_actions_addopen(&fileActions, 0, standardInput, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&fileActions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
         posix_spawn_file_actions_adddup2(&fileActions, 1, 2)
-        // Servers live long: they must not keep the caller's other descriptors open (a pipe a test reads to
-        // EOF, a listening socket, a lock file). glibc ignores close actions for descriptors that are gone by
-        // the time of the spawn.
-        for descriptor in Self.openDescriptors() where descriptor > 2 {
-            posix_spawn_file_actions_addclose(&fileActions, descriptor)
+        // Servers live long: they must not keep the caller's other descriptors open (a pipe someone reads to
+        // EOF, a listening socket, a lock file). Closed in the child at spawn time, so a descriptor another
+        // thread opens a moment before cannot slip through.
+        let closeStatus = prodready_spawn_addclosefrom(&fileActions, 3)
+        guard closeStatus == 0 else {
+            throw ProdReadyError(.processFailed, "cannot prepare to spawn '\(executable)': \(String(cString: strerror(closeStatus)))")
         }
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -112,21 +137,20 @@ public final class ChildProcess: Sendable {
         if reapAutomatically { ChildReaper.shared.adopt(pid) }
     }
 
-    static func openDescriptors() -> [Int32] {
-        ((try? listDirectory("/proc/self/fd")) ?? []).compactMap { Int32($0) }
-    }
-
-    /// Waits for a process to be gone, polling; true if it went away within `timeout`.
+    /// Waits for a process and every member of its process group to be gone, polling; true if they went
+    /// away within `timeout`.
     public static func waitForExit(_ identity: ProcessIdentity, timeout: Duration) async -> Bool {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
-        while clock.now < deadline {
+        func gone() -> Bool {
             ChildReaper.shared.reap()
-            if !identity.isAlive { return true }
+            return !identity.isAlive && !identity.groupHasLiveMembers
+        }
+        while clock.now < deadline {
+            if gone() { return true }
             try? await Task.sleep(for: .milliseconds(10))
         }
-        ChildReaper.shared.reap()
-        return !identity.isAlive
+        return gone()
     }
 
     /// SIGTERM-like `signal` to the group, then SIGKILL after `gracePeriod`. Returns once the process is gone.

@@ -4,6 +4,9 @@ import ProdReadyCore
 import ProdReadyInfra
 import TestSupport
 
+/// Blocking waits for CLI processes happen here, never on the cooperative pool.
+private let cliExecutor = BlockingExecutor(label: "cli-tests")
+
 /// The `prodready` executable, run as a user would, against a home directory of its own.
 @Suite("prodready CLI", .requiresEmbedded(.redis, .nats))
 struct CLITests {
@@ -12,21 +15,35 @@ struct CLITests {
         var output: String
     }
 
-    static func prodready(_ arguments: [String], environment: [String: String] = [:]) throws -> Outcome {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try ServiceProcess.builtExecutable(named: "prodready"))
-        process.arguments = arguments
+    /// Runs the CLI to completion. Output goes to a file rather than a pipe (a daemon the command starts must
+    /// not be able to hold our read open), and the wait happens off the cooperative pool.
+    static func prodready(_ arguments: [String], environment: [String: String] = [:]) async throws -> Outcome {
+        let executable = try ServiceProcess.builtExecutable(named: "prodready")
         var merged = ProcessInfo.processInfo.environment
         merged.removeValue(forKey: "PRODREADY_INFRA")
         merged.merge(environment) { $1 }
-        process.environment = merged
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Outcome(status: process.terminationStatus, output: String(decoding: data, as: UTF8.self))
+        let outputPath = "\(TestInfrastructure.shared.home)/scratch/\(uniqueName("cli-output")).log"
+        try FileManager.default.createDirectory(atPath: "\(TestInfrastructure.shared.home)/scratch", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        let status = try await cliExecutor.run { [merged] () throws -> Int32 in
+            guard FileManager.default.createFile(atPath: outputPath, contents: nil) else {
+                throw ProdReadyError(.configuration, "cannot create \(outputPath)")
+            }
+            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+            defer { try? output.close() }
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: executable)
+            process.arguments = arguments
+            process.environment = merged
+            process.standardInput = FileHandle.nullDevice
+            process.standardOutput = output
+            process.standardError = output
+            try process.run()
+            process.waitUntilExit()
+            return process.terminationStatus
+        }
+        let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        return Outcome(status: status, output: text)
     }
 
     /// A home with the project's virtualenv and templates linked in, but stacks of its own.
@@ -44,13 +61,13 @@ struct CLITests {
     func upStatusStopStartDown() async throws {
         let home = try Self.scratchHome()
         defer { try? FileManager.default.removeItem(atPath: home) }
-        let up = try Self.prodready(["up", "--components", "redis,nats", "--home", home])
+        let up = try await Self.prodready(["up", "--components", "redis,nats", "--home", home])
         try #require(up.status == 0, "up failed: \(up.output)")
         #expect(up.output.contains("export REDIS_URL='redis://127.0.0.1:"))
         #expect(up.output.contains("export NATS_URL='nats://127.0.0.1:"))
         #expect(up.output.contains("redis ready on 127.0.0.1:"), "up should report progress: \(up.output)")
 
-        let env = try Self.prodready(["env", "--json", "--home", home])
+        let env = try await Self.prodready(["env", "--json", "--home", home])
         #expect(env.status == 0)
         let endpoints = try JSONSerialization.jsonObject(with: Data(env.output.utf8.drop { $0 != UInt8(ascii: "{") })) as? [String: String]
         let redisURL = try #require(endpoints?["REDIS_URL"])
@@ -64,16 +81,16 @@ struct CLITests {
         #expect(!verdict.allowed, "a stack this process did not start must need PRODREADY_ALLOW_DESTRUCTIVE")
         #expect(verdict.reason.contains("PRODREADY_ALLOW_DESTRUCTIVE"))
 
-        #expect(try Self.prodready(["status", "--home", home]).status == 0)
-        #expect(try Self.prodready(["stop", "redis", "--home", home]).status == 0)
-        let degraded = try Self.prodready(["status", "--home", home])
+        #expect(try await Self.prodready(["status", "--home", home]).status == 0)
+        #expect(try await Self.prodready(["stop", "redis", "--home", home]).status == 0)
+        let degraded = try await Self.prodready(["status", "--home", home])
         #expect(degraded.status == 3, "status must fail while redis is stopped: \(degraded.output)")
         #expect(degraded.output.contains("redis: UNHEALTHY"))
-        #expect(try Self.prodready(["start", "redis", "--home", home]).status == 0)
+        #expect(try await Self.prodready(["start", "redis", "--home", home]).status == 0)
         #expect(await HealthProbe.check(.redis, endpoints: await source.endpoints()).isHealthy)
 
         let snapshot = try await NativeStack(attachingTo: StackLocations.upStack(home: home), home: home).snapshot
-        let down = try Self.prodready(["down", "--home", home])
+        let down = try await Self.prodready(["down", "--home", home])
         #expect(down.status == 0, "down failed: \(down.output)")
         #expect(down.output.contains("no process left, no port listening"))
         let processes = snapshot.components.values.compactMap(\.process)
@@ -83,10 +100,10 @@ struct CLITests {
     }
 
     @Test("control commands without a running stack exit 1 and say how to start one")
-    func noStack() throws {
+    func noStack() async throws {
         let home = try Self.scratchHome()
         defer { try? FileManager.default.removeItem(atPath: home) }
-        let outcome = try Self.prodready(["stop", "postgres", "--home", home])
+        let outcome = try await Self.prodready(["stop", "postgres", "--home", home])
         #expect(outcome.status == 1)
         #expect(outcome.output.contains("no stack is running"))
         #expect(outcome.output.contains("prodready up"))
@@ -98,20 +115,20 @@ struct CLITests {
         (["logs", "redis", "--lines", "0"], "--lines must be positive"),
         (["bench", "--runs", "0"], "--runs must be between 1 and 50"),
     ])
-    func badArguments(arguments: [String], message: String) throws {
+    func badArguments(arguments: [String], message: String) async throws {
         let home = try Self.scratchHome()
         defer { try? FileManager.default.removeItem(atPath: home) }
-        let outcome = try Self.prodready(arguments + ["--home", home])
+        let outcome = try await Self.prodready(arguments + ["--home", home])
         #expect(outcome.status != 0)
         #expect(outcome.output.contains(message), "output: \(outcome.output)")
     }
 
     @Test("a missing server binary is named together with the install step that provides it")
-    func missingBinary() throws {
+    func missingBinary() async throws {
         let home = "\(TestInfrastructure.shared.home)/scratch/\(uniqueName("empty"))"
         defer { try? FileManager.default.removeItem(atPath: home) }
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
-        let outcome = try Self.prodready(["up", "--components", "s3", "--home", home])
+        let outcome = try await Self.prodready(["up", "--components", "s3", "--home", home])
         #expect(outcome.status == 1)
         #expect(outcome.output.contains("moto_server not found"))
         #expect(outcome.output.contains("scripts/bootstrap"))
