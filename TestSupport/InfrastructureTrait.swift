@@ -69,7 +69,12 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
             do {
                 let source = try await infrastructure.source(for: requirement.components)
                 for component in requirement.components {
-                    let health = await source.health(component)
+                    var health = await source.health(component)
+                    // One transient error from a server that did answer is not an outage: check again.
+                    for _ in 0..<2 where !health.isHealthy && health.failureMayPass {
+                        try await Task.sleep(for: .milliseconds(200))
+                        health = await source.health(component)
+                    }
                     if !health.isHealthy {
                         return "\(component) (\(source.kind)) does not answer: \(health.detail)"
                     }

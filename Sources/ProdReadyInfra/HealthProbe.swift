@@ -17,6 +17,8 @@ public struct ComponentHealth: Sendable, Codable, CustomStringConvertible {
     /// What was checked or what went wrong.
     public var detail: String
     public var latencyMilliseconds: Double?
+    /// The server answered, but with an error that may pass (as opposed to refusing or not answering).
+    public var failureMayPass: Bool = false
 
     public var description: String {
         let latency = latencyMilliseconds.map { String(format1: $0) + " ms" } ?? "-"
@@ -55,7 +57,8 @@ public enum HealthProbe {
             let detail = try await withDeadline(timeout) { try await roundTrip(component, endpoints: endpoints, timeout: timeout) }
             return ComponentHealth(component: component, isHealthy: true, detail: detail, latencyMilliseconds: (clock.now - start).milliseconds)
         } catch {
-            return ComponentHealth(component: component, isHealthy: false, detail: "\(error)", latencyMilliseconds: nil)
+            let answeredWithError = (error as? ProdReadyError).map { $0.code == .serverError && $0.isRetriable } ?? false
+            return ComponentHealth(component: component, isHealthy: false, detail: "\(error)", latencyMilliseconds: nil, failureMayPass: answeredWithError)
         }
     }
 
@@ -131,7 +134,7 @@ public enum HealthProbe {
 
     public static func kafka(bootstrapServers: String, timeout: Duration) async throws -> String {
         let configuration = KafkaConfiguration.embedded(bootstrapServers: bootstrapServers, clientID: "prodready-probe")
-        let producer = try KafkaProducer(configuration: configuration)
+        let producer = try KafkaProducer(configuration: configuration, idempotent: false)
         let metadata = try await producer.metadata(timeout: timeout)
         guard metadata.brokerCount > 0 else { throw ProdReadyError(.protocolError, "Kafka metadata lists no broker") }
         let topic = "prodready-probe"

@@ -224,20 +224,20 @@ public actor NativeStack {
 
     /// SIGSTOP to the component's process group: connections stay open but nothing answers.
     public func pause(_ component: Component) throws {
-        guard let process = state.component(component)?.process, process.isAlive else {
-            throw ProdReadyError(.notRunning, "\(component) is not running")
-        }
-        process.signalGroup(SIGSTOP)
-        state.components[component.rawValue]?.isPaused = true
-        try persist()
+        try setPaused(component, true)
     }
 
+    /// SIGCONT: a paused component answers again.
     public func resume(_ component: Component) throws {
+        try setPaused(component, false)
+    }
+
+    private func setPaused(_ component: Component, _ paused: Bool) throws {
         guard let process = state.component(component)?.process, process.isAlive else {
             throw ProdReadyError(.notRunning, "\(component) is not running")
         }
-        process.signalGroup(SIGCONT)
-        state.components[component.rawValue]?.isPaused = false
+        process.signalGroup(paused ? SIGSTOP : SIGCONT)
+        state.components[component.rawValue]?.isPaused = paused
         try persist()
     }
 

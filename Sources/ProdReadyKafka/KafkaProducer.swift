@@ -19,15 +19,17 @@ private let deliveryReportCallback: @convention(c) (OpaquePointer?, UnsafePointe
     }
 }
 
-/// An idempotent Kafka producer.
+/// A Kafka producer, idempotent unless asked otherwise.
 public final class KafkaProducer: Sendable {
     private let handle: KafkaHandle
 
-    public init(configuration: KafkaConfiguration) throws {
+    /// - Parameter idempotent: no duplicates or reordering on retries (the default); a health probe that only
+    ///   needs one round trip can do without the producer-id handshake.
+    public init(configuration: KafkaConfiguration, idempotent: Bool = true) throws {
         handle = try KafkaHandle(
             type: RD_KAFKA_PRODUCER,
             configuration: configuration,
-            extra: [("enable.idempotence", "true")],
+            extra: [("enable.idempotence", idempotent ? "true" : "false"), ("acks", "all")],
             prepare: { rd_kafka_conf_set_dr_msg_cb($0, deliveryReportCallback) }
         )
     }
