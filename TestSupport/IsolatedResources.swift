@@ -61,7 +61,7 @@ public func withPostgresSchema<Result: Sendable>(
     _ url: String,
     _ body: (_ connection: PostgresConnection, _ schema: String) async throws -> Result
 ) async throws -> Result {
-    let schema = uniqueName("t").replacingOccurrences(of: "-", with: "_")
+    let schema = uniqueName("t").replacingAll("-", with: "_")
     return try await withPostgresConnection(url) { connection in
         try await connection.query(PostgresQuery(unsafeSQL: "CREATE SCHEMA \(schema)"), logger: testLogger)
         return try await runThenCleanUp({
@@ -121,15 +121,9 @@ public func withJetStream<Result: Sendable>(
     _ body: (_ connection: NATSConnection, _ stream: JetStreamStreamConfiguration) async throws -> Result
 ) async throws -> Result {
     let connection = try await NATSConnection(url: url, name: "prodready-tests")
-    let name = uniqueName("t").uppercased().replacingOccurrences(of: "-", with: "_")
+    let name = uniqueName("t").uppercased().replacingAll("-", with: "_")
     var stream = JetStreamStreamConfiguration(name: name, subjects: ["\(name.lowercased()).>"])
     configure(&stream)
     try await connection.createOrUpdateStream(stream)
     return try await runThenCleanUp({ try await body(connection, stream) }, cleanUp: { try await connection.deleteStream(name) })
-}
-
-extension String {
-    func replacingOccurrences(of target: String, with replacement: String) -> String {
-        split(separator: Character(target), omittingEmptySubsequences: false).joined(separator: replacement)
-    }
 }

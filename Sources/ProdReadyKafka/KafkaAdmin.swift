@@ -78,9 +78,9 @@ private func runAdmin(
     let options = rd_kafka_AdminOptions_new(handle.pointer, operation)
     defer { rd_kafka_AdminOptions_destroy(options) }
     var errorBuffer = [CChar](repeating: 0, count: 512)
-    _ = rd_kafka_AdminOptions_set_operation_timeout(options, Int32(timeout.milliseconds), &errorBuffer, errorBuffer.count)
+    _ = rd_kafka_AdminOptions_set_operation_timeout(options, Int32(timeout.wholeMilliseconds), &errorBuffer, errorBuffer.count)
     submit(options, queue)
-    guard let event = rd_kafka_queue_poll(queue, Int32(timeout.milliseconds + 1000)) else {
+    guard let event = rd_kafka_queue_poll(queue, Int32(timeout.wholeMilliseconds + 1000)) else {
         throw ProdReadyError(.timeout, "Kafka admin request got no answer within \(timeout)", retriable: true)
     }
     defer { rd_kafka_event_destroy(event) }

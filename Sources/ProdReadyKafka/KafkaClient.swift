@@ -54,7 +54,7 @@ final class KafkaHandle: @unchecked Sendable {
         try await executor.run { [self] in
             let pointer = self.pointer
             var metadataPointer: UnsafePointer<rd_kafka_metadata>?
-            let code = rd_kafka_metadata(pointer, 1, nil, &metadataPointer, Int32(timeout.milliseconds))
+            let code = rd_kafka_metadata(pointer, 1, nil, &metadataPointer, Int32(timeout.wholeMilliseconds))
             guard code == RD_KAFKA_RESP_ERR_NO_ERROR, let metadata = metadataPointer else {
                 throw ProdReadyError(.connectionFailed, "Kafka metadata request failed: \(kafkaErrorDescription(code))", retriable: true)
             }
@@ -77,9 +77,3 @@ final class KafkaHandle: @unchecked Sendable {
 
 private let silentLog: @convention(c) (OpaquePointer?, Int32, UnsafePointer<CChar>?, UnsafePointer<CChar>?) -> Void = { _, _, _, _ in }
 
-extension Duration {
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-}

@@ -53,7 +53,7 @@ public final class KafkaConsumer: Sendable {
     /// "end of partition" are thrown.
     public func poll(timeout: Duration) async throws -> KafkaMessage? {
         try await handle.executor.run { [handle] in
-            guard let message = rd_kafka_consumer_poll(handle.pointer, Int32(timeout.milliseconds)) else { return nil }
+            guard let message = rd_kafka_consumer_poll(handle.pointer, Int32(timeout.wholeMilliseconds)) else { return nil }
             defer { rd_kafka_message_destroy(message) }
             let code = message.pointee.err
             if code == RD_KAFKA_RESP_ERR__PARTITION_EOF { return nil }
@@ -86,4 +86,26 @@ public final class KafkaConsumer: Sendable {
             _ = rd_kafka_consumer_close(handle.pointer)
         }
     }
+}
+
+extension KafkaConsumer {
+    /// Polls until `count` messages arrived or `timeout` passed, committing each when `commit`; returns what
+    /// arrived (callers assert on the count, so a shortfall shows exactly what was missing).
+    public func collect(_ count: Int, within timeout: Duration, commit: Bool = false) async throws -> [KafkaMessage] {
+        var messages: [KafkaMessage] = []
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while messages.count < count, clock.now < deadline {
+            if let message = try await poll(timeout: .milliseconds(200)) {
+                messages.append(message)
+                if commit { try await self.commit(message) }
+            }
+        }
+        return messages
+    }
+}
+
+extension KafkaMessage {
+    /// The value as UTF-8 text.
+    public var text: String { String(decoding: value, as: UTF8.self) }
 }

@@ -66,7 +66,7 @@ public final class KafkaProducer: Sendable {
                     retriable: code == RD_KAFKA_RESP_ERR__QUEUE_FULL
                 )
             }
-            _ = rd_kafka_flush(handle.pointer, Int32(timeout.milliseconds))
+            _ = rd_kafka_flush(handle.pointer, Int32(timeout.wholeMilliseconds))
             guard let result = box.result else {
                 throw ProdReadyError(.timeout, "no delivery report for '\(topic)' within \(timeout)", retriable: true)
             }

@@ -52,7 +52,7 @@ public final class NATSConnection: @unchecked Sendable {
             defer { natsOptions_Destroy(options) }
             try check(natsOptions_SetURL(options, url), "set URL")
             try check(natsOptions_SetName(options, name), "set name")
-            try check(natsOptions_SetTimeout(options, connectTimeout.milliseconds), "set timeout")
+            try check(natsOptions_SetTimeout(options, connectTimeout.wholeMilliseconds), "set timeout")
             try check(natsOptions_SetAllowReconnect(options, true), "allow reconnect")
             try check(natsOptions_SetMaxReconnect(options, -1), "set max reconnect")
             try check(natsOptions_SetReconnectWait(options, 100), "set reconnect wait")
@@ -89,7 +89,7 @@ public final class NATSConnection: @unchecked Sendable {
     public func flush(timeout: Duration = .seconds(2)) async throws {
         try await executor.run { [self] in
             let connection = self.connection
-            let status = natsConnection_FlushTimeout(connection, timeout.milliseconds)
+            let status = natsConnection_FlushTimeout(connection, timeout.wholeMilliseconds)
             guard status == NATS_OK else {
                 throw ProdReadyError(.connectionFailed, "NATS flush failed: \(statusText(status))", retriable: true)
             }
@@ -116,8 +116,8 @@ public final class NATSConnection: @unchecked Sendable {
                 config.Subjects = subjectBuffer.baseAddress
                 config.SubjectsLen = Int32(subjectBuffer.count)
                 config.Storage = stream.fileStorage ? js_FileStorage : js_MemoryStorage
-                config.Duplicates = stream.duplicateWindow.nanoseconds
-                if let maxAge = stream.maxAge { config.MaxAge = maxAge.nanoseconds }
+                config.Duplicates = stream.duplicateWindow.wholeNanoseconds
+                if let maxAge = stream.maxAge { config.MaxAge = maxAge.wholeNanoseconds }
                 if let maxBytes = stream.maxBytes { config.MaxBytes = maxBytes }
                 if let maxMessages = stream.maxMessages { config.MaxMsgs = maxMessages }
                 var info: UnsafeMutablePointer<jsStreamInfo>?
@@ -154,7 +154,7 @@ public final class NATSConnection: @unchecked Sendable {
             let jetStream = self.jetStream
             var options = jsPubOptions()
             jsPubOptions_Init(&options)
-            options.MaxWait = timeout.milliseconds
+            options.MaxWait = timeout.wholeMilliseconds
             let id: UnsafeMutablePointer<CChar>? = messageID.flatMap { strdup($0) }
             defer { free(id) }
             options.MsgId = UnsafePointer(id)
@@ -243,7 +243,7 @@ public final class JetStreamPullSubscription: @unchecked Sendable {
             let subscription = self.subscription
             var list = natsMsgList()
             var errorCode = jsErrCode(0)
-            let status = natsSubscription_Fetch(&list, subscription, Int32(batch), timeout.milliseconds, &errorCode)
+            let status = natsSubscription_Fetch(&list, subscription, Int32(batch), timeout.wholeMilliseconds, &errorCode)
             if status == NATS_TIMEOUT { return [] }
             guard status == NATS_OK else {
                 throw ProdReadyError(.serverError, "JetStream fetch failed: \(statusText(status))", retriable: true)
@@ -276,14 +276,3 @@ func statusText(_ status: natsStatus) -> String {
     String(cString: natsStatus_GetText(status))
 }
 
-extension Duration {
-    var milliseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1000 + attoseconds / 1_000_000_000_000_000
-    }
-
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
-    }
-}

@@ -113,9 +113,8 @@ public final class RedisConnection: @unchecked Sendable {
 
     private func connectIfNeeded() throws {
         if context != nil { return }
-        let seconds = timeout.components.seconds
-        let microseconds = timeout.components.attoseconds / 1_000_000_000_000
-        let tv = timeval(tv_sec: Int(seconds), tv_usec: Int(microseconds))
+        let microseconds = timeout.wholeMicroseconds
+        let tv = timeval(tv_sec: Int(microseconds / 1_000_000), tv_usec: Int(microseconds % 1_000_000))
         guard let newContext = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), tv) else {
             throw ProdReadyError(.connectionFailed, "cannot allocate a Redis context", retriable: true)
         }

@@ -128,7 +128,7 @@ public struct S3Client: Sendable {
             request.body = .bytes(ByteBuffer(bytes: body))
         }
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(Int64(timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)))
+            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
             let buffer = try await response.body.collect(upTo: 64 * 1024 * 1024)
             return Response(status: response.status.code, bytes: Array(buffer.readableBytesView))
         } catch let error as ProdReadyError {

@@ -55,8 +55,8 @@ struct Bench: AsyncParsableCommand {
         }
         let snapshot = await stack.snapshot
         try await stack.teardown(removeData: true)
-        let ports = snapshot.components.values.flatMap { [$0.port] + ($0.monitorPort.map { [$0] } ?? []) }.filter(LoopbackPort.isListening)
-        let processes = snapshot.components.values.compactMap(\.process).filter(\.isAlive)
+        let ports = snapshot.ports.filter(LoopbackPort.isListening)
+        let processes = snapshot.processes.filter(\.isAlive)
         guard ports.isEmpty, processes.isEmpty else {
             throw ProdReadyError(.processFailed, "teardown left ports \(ports) and processes \(processes)")
         }

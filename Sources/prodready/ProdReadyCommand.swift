@@ -63,7 +63,7 @@ func controllableInfrastructure(_ options: CommonOptions) async throws -> any In
         return ExternalInfrastructure(endpoints: settings.configuredEndpoints)
     }
     let directory = StackLocations.upStack(home: options.resolvedHome)
-    guard let text = try? String(contentsOfFile: directory + "/state.json", encoding: .utf8), !text.isEmpty else {
+    guard FileManager.default.fileExists(atPath: directory + "/state.json") else {
         throw ProdReadyError(.notRunning, "no stack is running (nothing at \(directory)); start one with `prodready up`")
     }
     return try NativeStack(attachingTo: directory, home: options.resolvedHome)
@@ -203,8 +203,8 @@ struct Down: AsyncParsableCommand {
             let stack = try NativeStack(attachingTo: directory, home: options.resolvedHome)
             let snapshot = await stack.snapshot
             try await stack.teardown(removeData: !keepData)
-            let stillListening = snapshot.components.values.flatMap { [$0.port] + ($0.monitorPort.map { [$0] } ?? []) }.filter(LoopbackPort.isListening)
-            let stillRunning = snapshot.components.values.compactMap(\.process).filter(\.isAlive)
+            let stillListening = snapshot.ports.filter(LoopbackPort.isListening)
+            let stillRunning = snapshot.processes.filter(\.isAlive)
             guard stillListening.isEmpty, stillRunning.isEmpty else {
                 throw ProdReadyError(.processFailed, "after down, ports still listening: \(stillListening), processes alive: \(stillRunning)")
             }

@@ -93,10 +93,10 @@ struct CLITests {
         let down = try await Self.prodready(["down", "--home", home])
         #expect(down.status == 0, "down failed: \(down.output)")
         #expect(down.output.contains("no process left, no port listening"))
-        let processes = snapshot.components.values.compactMap(\.process)
+        let processes = snapshot.processes
         #expect(processes.count == 2)
         #expect(processes.filter(\.isAlive).isEmpty)
-        #expect(snapshot.components.values.map(\.port).filter(LoopbackPort.isListening).isEmpty)
+        #expect(snapshot.ports.filter(LoopbackPort.isListening).isEmpty)
     }
 
     @Test("control commands without a running stack exit 1 and say how to start one")

@@ -75,7 +75,7 @@ struct DataMarker {
             return nil
         case .nats:
             let connection = try await NATSConnection(url: endpoints.natsURL!)
-            let subscription = try await connection.pullSubscribe(subject: "marker.>", durable: uniqueName("check").replacingOccurrences(of: "-", with: "_"))
+            let subscription = try await connection.pullSubscribe(subject: "marker.>", durable: uniqueName("check").replacingAll("-", with: "_"))
             var payloads: [String] = []
             for _ in 0..<3 where payloads.count < 3 {
                 for message in try await subscription.fetch(batch: 3 - payloads.count, timeout: .seconds(2)) {

@@ -18,7 +18,7 @@ struct StackLifecycleTests {
     @Test("a private stack is isolated from the shared one", .requires(.postgres), .requiresEmbedded(.postgres))
     func privateStackIsolation() async throws {
         let shared = try await TestInfrastructure.shared.endpoints(for: [.postgres])
-        let table = uniqueName("isolation").replacingOccurrences(of: "-", with: "_")
+        let table = uniqueName("isolation").replacingAll("-", with: "_")
         try await withPrivateStack([.postgres], label: "isolation") { stack in
             let privateURL = try #require(await stack.endpoints.postgresURL)
             #expect(privateURL != shared.postgresURL)
@@ -41,8 +41,8 @@ struct StackLifecycleTests {
         let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "teardown"), home: home, owned: true)
         try await stack.ensure(Component.allCases)
         let snapshot = await stack.snapshot
-        let processes = snapshot.components.values.compactMap(\.process)
-        let ports = snapshot.components.values.flatMap { [$0.port] + ($0.monitorPort.map { [$0] } ?? []) }
+        let processes = snapshot.processes
+        let ports = snapshot.ports
         #expect(processes.count == 5)
         #expect(processes.allSatisfy { $0.isAlive })
         try await stack.teardown(removeData: true)
@@ -64,8 +64,8 @@ struct StackLifecycleTests {
         let directory = String(line.dropFirst("holding ".count))
         let stack = try NativeStack(attachingTo: directory, home: TestInfrastructure.shared.home)
         let snapshot = await stack.snapshot
-        let processes = snapshot.components.values.compactMap(\.process)
-        let ports = snapshot.components.values.map(\.port)
+        let processes = snapshot.processes
+        let ports = snapshot.ports
         #expect(processes.count == 3)
         #expect(processes.allSatisfy { $0.isAlive })
 
