@@ -14,7 +14,7 @@ let strictSwift: [SwiftSetting] = [
 
 /// What every production-readiness suite links: the shared test library and the clients it acts through.
 let suiteDependencies: [Target.Dependency] = [
-    "TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+    "TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
     .product(name: "PostgresNIO", package: "postgres-nio"),
 ]
 
@@ -34,6 +34,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.25.0"),
         .package(url: "https://github.com/vapor/postgres-nio", from: "1.25.0"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // C libraries from Debian packages (installed by scripts/bootstrap).
@@ -75,9 +77,30 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .target(
+            name: "ProdReadyPostgres",
+            dependencies: [
+                "ProdReadyCore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // Processed-event registry, sequence allocator, transactional outbox, circuit breaker (SPEC-reliability).
+        .target(
+            name: "ProdReadyReliability",
+            dependencies: [
+                "ProdReadyCore", "ProdReadyPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
             name: "ProdReadyInfra",
             dependencies: [
-                "ProdReadyCore", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3", "CProdReadyShims",
+                "ProdReadyCore", "ProdReadyPostgres", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3", "CProdReadyShims",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
@@ -89,7 +112,9 @@ let package = Package(
         .executableTarget(
             name: "prodready",
             dependencies: [
-                "ProdReadyInfra",
+                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSwift
@@ -97,7 +122,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "ProdReadyInfra", "ProdReadyCore", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+                "ProdReadyInfra", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -108,7 +133,14 @@ let package = Package(
         ),
 
         // Pure logic, no servers: fast, always runs.
-        .testTarget(name: "UnitTests", dependencies: ["TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore"], swiftSettings: strictSwift),
+        .testTarget(
+            name: "UnitTests",
+            dependencies: [
+                "TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSwift
+        ),
         // TestSupport against real servers.
         .testTarget(
             name: "TestSupportTests",

@@ -1,5 +1,6 @@
 public import ProdReadyInfra
 import ProdReadyCore
+import ProdReadyPostgres
 public import PostgresNIO
 public import ProdReadyRedis
 public import ProdReadyS3

@@ -1,4 +1,5 @@
 import ProdReadyCore
+import ProdReadyPostgres
 import ProdReadyKafka
 import ProdReadyNATS
 import ProdReadyRedis
@@ -151,84 +152,8 @@ public enum HealthProbe {
     }
 }
 
-/// The server's own message and SQLSTATE, or the connection-level error code; never the query text.
-public func postgresErrorSummary(_ error: any Error) -> String {
-    guard let error = error as? PSQLError else { return "\(error)" }
-    if let message = error.serverInfo?[.message] {
-        return "\(message) (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))"
-    }
-    return "\(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
-}
-
 let quietLogger = Logger(label: "prodready.probe", factory: { _ in SwiftLogNoOpLogHandler() })
 
-/// Parses `postgresql://user:password@host:port/database`.
-public struct PostgresURL: Sendable {
-    public var host: String
-    public var port: Int
-    public var user: String
-    public var password: String?
-    public var database: String
-
-    public init(_ url: String) throws {
-        let prefixes = ["postgresql://", "postgres://"]
-        guard let prefix = prefixes.first(where: { url.hasPrefix($0) }) else {
-            throw ProdReadyError(.invalidArgument, "PostgreSQL URL must start with postgresql://, got '\(redacted(url))'")
-        }
-        var rest = Substring(url.dropFirst(prefix.count))
-        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
-        var user = "postgres"
-        var password: String?
-        if let at = rest.lastIndex(of: "@") {
-            let userInfo = rest[..<at]
-            if let colon = userInfo.firstIndex(of: ":") {
-                user = percentDecoded(String(userInfo[..<colon]))
-                password = percentDecoded(String(userInfo[userInfo.index(after: colon)...]))
-            } else {
-                user = percentDecoded(String(userInfo))
-            }
-            rest = rest[rest.index(after: at)...]
-        }
-        var database = user
-        if let slash = rest.firstIndex(of: "/") {
-            let name = rest[rest.index(after: slash)...]
-            if !name.isEmpty { database = percentDecoded(String(name)) }
-            rest = rest[..<slash]
-        }
-        var port = 5432
-        if let colon = rest.lastIndex(of: ":") {
-            guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
-                throw ProdReadyError(.invalidArgument, "PostgreSQL URL '\(redacted(url))' has an invalid port")
-            }
-            port = number
-            rest = rest[..<colon]
-        }
-        guard !rest.isEmpty else { throw ProdReadyError(.invalidArgument, "PostgreSQL URL '\(redacted(url))' has no host") }
-        self.host = String(rest)
-        self.port = port
-        self.user = user
-        self.password = password
-        self.database = database
-    }
-
-    var configuration: PostgresConnection.Configuration {
-        PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
-    }
-}
-
-func percentDecoded(_ text: String) -> String {
-    var bytes: [UInt8] = []
-    var iterator = Array(text.utf8).makeIterator()
-    while let byte = iterator.next() {
-        if byte == UInt8(ascii: "%"), let high = iterator.next(), let low = iterator.next(),
-           let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) {
-            bytes.append(value)
-        } else {
-            bytes.append(byte)
-        }
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
 
 /// Runs `body`, throwing `.timeout` if it has not finished after `timeout`.
 public func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {

@@ -1,6 +1,7 @@
 import Testing
 import ProdReadyCore
 import ProdReadyInfra
+import ProdReadyPostgres
 import ProdReadyRedis
 
 @Suite("Environment discovery")

@@ -1,0 +1,159 @@
+public import ProdReadyCore
+public import PostgresNIO
+public import Logging
+
+/// Parses `postgresql://user:password@host:port/database`.
+public struct PostgresURL: Sendable {
+    public var host: String
+    public var port: Int
+    public var user: String
+    public var password: String?
+    public var database: String
+
+    public init(_ url: String) throws {
+        let prefixes = ["postgresql://", "postgres://"]
+        guard let prefix = prefixes.first(where: { url.hasPrefix($0) }) else {
+            throw ProdReadyError(.invalidArgument, "PostgreSQL URL must start with postgresql://, got '\(redacted(url))'")
+        }
+        var rest = Substring(url.dropFirst(prefix.count))
+        if let query = rest.firstIndex(of: "?") { rest = rest[..<query] }
+        var user = "postgres"
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let userInfo = rest[..<at]
+            if let colon = userInfo.firstIndex(of: ":") {
+                user = percentDecoded(String(userInfo[..<colon]))
+                password = percentDecoded(String(userInfo[userInfo.index(after: colon)...]))
+            } else {
+                user = percentDecoded(String(userInfo))
+            }
+            rest = rest[rest.index(after: at)...]
+        }
+        var database = user
+        if let slash = rest.firstIndex(of: "/") {
+            let name = rest[rest.index(after: slash)...]
+            if !name.isEmpty { database = percentDecoded(String(name)) }
+            rest = rest[..<slash]
+        }
+        var port = 5432
+        if let colon = rest.lastIndex(of: ":") {
+            guard let number = Int(rest[rest.index(after: colon)...]), (1...65535).contains(number) else {
+                throw ProdReadyError(.invalidArgument, "PostgreSQL URL '\(redacted(url))' has an invalid port")
+            }
+            port = number
+            rest = rest[..<colon]
+        }
+        guard !rest.isEmpty else { throw ProdReadyError(.invalidArgument, "PostgreSQL URL '\(redacted(url))' has no host") }
+        self.host = String(rest)
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+    }
+
+    /// One connection to this server (plain TCP: the embedded stack and the compose stack use no TLS).
+    public var configuration: PostgresConnection.Configuration {
+        PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+    }
+
+    /// A connection pool to this server holding at most `maximumConnections`.
+    public func clientConfiguration(maximumConnections: Int = 8) -> PostgresClient.Configuration {
+        var configuration = PostgresClient.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
+        configuration.options.maximumConnections = maximumConnections
+        configuration.options.minimumConnections = 0
+        return configuration
+    }
+}
+
+func percentDecoded(_ text: String) -> String {
+    var bytes: [UInt8] = []
+    var iterator = Array(text.utf8).makeIterator()
+    while let byte = iterator.next() {
+        if byte == UInt8(ascii: "%"), let high = iterator.next(), let low = iterator.next(),
+           let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16) {
+            bytes.append(value)
+        } else {
+            bytes.append(byte)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// The server's own message and SQLSTATE, or the connection-level error code; never the query text.
+public func postgresErrorSummary(_ error: any Error) -> String {
+    guard let error = error as? PSQLError else { return "\(error)" }
+    if let message = error.serverInfo?[.message] {
+        return "\(message) (SQLSTATE \(error.serverInfo?[.sqlState] ?? "?"))"
+    }
+    return "\(error.code)" + (error.underlying.map { " (\($0))" } ?? "")
+}
+
+
+extension ProdReadyError {
+    /// Classifies a PostgresNIO error: connection-level failures and the SQLSTATE classes that a retry can
+    /// clear (serialization failures, deadlocks, shutdown, too many connections) are retriable; the rest are
+    /// the server refusing this request. `doing` says what was attempted; the query text is never included.
+    public static func postgres(_ error: any Error, doing: String, file: String = #fileID, line: Int = #line) -> ProdReadyError {
+        if let error = error as? ProdReadyError { return error }
+        guard let psql = error as? PSQLError else {
+            return ProdReadyError(.connectionFailed, "\(doing): \(error)", retriable: true, underlying: error, file: file, line: line)
+        }
+        guard let sqlState = psql.serverInfo?[.sqlState] else {
+            return ProdReadyError(.connectionFailed, "\(doing): \(postgresErrorSummary(psql))", retriable: true, underlying: error, file: file, line: line)
+        }
+        let retriableStates: Set<String> = ["40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"]
+        let retriable = retriableStates.contains(sqlState) || sqlState.hasPrefix("08")
+        let code: ProdReadyError.Code = sqlState.hasPrefix("08") ? .connectionFailed : (sqlState.hasPrefix("22") || sqlState.hasPrefix("23") ? .invalidArgument : .serverError)
+        return ProdReadyError(code, "\(doing): \(postgresErrorSummary(psql))", retriable: retriable, underlying: error, file: file, line: line)
+    }
+}
+
+/// A Postgres identifier (schema or table name) that is safe to splice into SQL: lower-case letters, digits
+/// and underscores, starting with a letter or underscore, at most 63 bytes. Rendered double-quoted.
+public struct SQLIdentifier: Sendable, Hashable, CustomStringConvertible {
+    public let name: String
+
+    public init(_ name: String) throws {
+        let bytes = Array(name.utf8)
+        let valid = !bytes.isEmpty && bytes.count <= 63
+            && bytes.allSatisfy { (0x61...0x7a).contains($0) || (0x30...0x39).contains($0) || $0 == 0x5f }
+            && !(0x30...0x39).contains(bytes[0])
+        guard valid else {
+            throw ProdReadyError(.invalidArgument, "'\(name)' is not a valid identifier: use 1–63 lower-case letters, digits and underscores, not starting with a digit")
+        }
+        self.name = name
+    }
+
+    /// The identifier as SQL: `"name"`.
+    public var quoted: String { "\"\(name)\"" }
+    public var description: String { name }
+}
+
+/// Runs `body` with connection pools to `url` — `count` independent pools of at most `maximumConnections`
+/// each — running in the background, and shuts them down when `body` returns or throws.
+public func withPostgresClients<Result: Sendable>(
+    _ url: String,
+    count: Int = 1,
+    maximumConnections: Int = 4,
+    logger: Logger = Logger(label: "prodready.postgres", factory: { _ in SwiftLogNoOpLogHandler() }),
+    _ body: ([PostgresClient]) async throws -> Result
+) async throws -> Result {
+    let configuration = try PostgresURL(url).clientConfiguration(maximumConnections: maximumConnections)
+    let clients = (0..<max(1, count)).map { _ in PostgresClient(configuration: configuration, backgroundLogger: logger) }
+    return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
+        for client in clients {
+            group.addTask { await client.run() }
+        }
+        defer { group.cancelAll() }
+        return try await body(clients)
+    }
+}
+
+/// `withPostgresClients` with one pool.
+public func withPostgresClient<Result: Sendable>(
+    _ url: String,
+    maximumConnections: Int = 4,
+    _ body: (PostgresClient) async throws -> Result
+) async throws -> Result {
+    try await withPostgresClients(url, count: 1, maximumConnections: maximumConnections) { clients in try await body(clients[0]) }
+}

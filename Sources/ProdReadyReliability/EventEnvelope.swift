@@ -1,0 +1,201 @@
+public import Foundation
+import ProdReadyCore
+
+/// The payload of one kind of event. The type name and schema version live with the payload type, so a
+/// producer and a consumer that share the type cannot disagree about either: a format change is a new
+/// version (or a new type) that both sides see at compile time.
+public protocol EventPayload: Codable, Sendable {
+    /// The event's type name on the wire, e.g. `"OrderPlaced"`.
+    static var eventType: String { get }
+    /// The payload schema version this type encodes and decodes.
+    static var schemaVersion: Int { get }
+}
+
+/// The one envelope every ProdReady event travels in — outbox rows, Kafka records, JetStream messages and
+/// Redis entries alike. On the wire it is JSON:
+/// `{"id","type","version","aggregate_id","sequence","occurred_at","correlation_id","causation_id","payload"}`.
+public struct EventEnvelope<Payload: EventPayload>: Sendable {
+    public var id: String
+    public var aggregateID: String?
+    public var sequence: Int64?
+    public var occurredAt: Date
+    public var correlationID: String?
+    public var causationID: String?
+    public var payload: Payload
+
+    public var type: String { Payload.eventType }
+    public var version: Int { Payload.schemaVersion }
+
+    public init(
+        id: String = UUID().uuidString.lowercased(),
+        aggregateID: String? = nil,
+        sequence: Int64? = nil,
+        occurredAt: Date = Date(),
+        correlationID: String? = nil,
+        causationID: String? = nil,
+        payload: Payload
+    ) {
+        self.id = id
+        self.aggregateID = aggregateID
+        self.sequence = sequence
+        self.occurredAt = occurredAt
+        self.correlationID = correlationID
+        self.causationID = causationID
+        self.payload = payload
+    }
+
+    /// The JSON bytes of this envelope.
+    public func encoded() throws -> [UInt8] {
+        do {
+            return Array(try EnvelopeCoding.encoder.encode(WireEnvelope(self)))
+        } catch {
+            throw ProdReadyError(.invalidArgument, "cannot encode \(type) v\(version) event \(id): \(error)", underlying: error)
+        }
+    }
+
+    /// Decodes an envelope, refusing one whose type or version is not `Payload`'s with a message saying
+    /// which was received — the consumer dead-letters it instead of misreading it.
+    public static func decode(_ bytes: some Collection<UInt8>) throws -> EventEnvelope<Payload> {
+        let header = try EnvelopeHeader.decode(bytes)
+        guard header.type == Payload.eventType, header.version == Payload.schemaVersion else {
+            throw ProdReadyError(
+                .invalidArgument,
+                "event \(header.id) is \(header.type) v\(header.version); this consumer reads \(Payload.eventType) v\(Payload.schemaVersion)"
+            )
+        }
+        do {
+            return try EnvelopeCoding.decoder.decode(WireEnvelope<Payload>.self, from: Data(bytes)).envelope
+        } catch {
+            throw ProdReadyError(.invalidArgument, "event \(header.id) (\(header.type) v\(header.version)) has a malformed payload: \(describe(error))", underlying: error)
+        }
+    }
+}
+
+/// The type-independent fields of an envelope, read without knowing the payload type: what relays, sinks and
+/// dead-letter handlers need.
+public struct EnvelopeHeader: Sendable, Equatable, Decodable {
+    public var id: String
+    public var type: String
+    public var version: Int
+    public var aggregateID: String?
+    public var sequence: Int64?
+    public var correlationID: String?
+    public var causationID: String?
+
+    enum CodingKeys: String, CodingKey {
+        case id, type, version, sequence
+        case aggregateID = "aggregate_id"
+        case correlationID = "correlation_id"
+        case causationID = "causation_id"
+    }
+
+    /// Parses and checks the envelope fields of `bytes`: valid JSON, an object, non-empty id and type,
+    /// version ≥ 1, a `payload` member and an `occurred_at` timestamp.
+    public static func decode(_ bytes: some Collection<UInt8>) throws -> EnvelopeHeader {
+        let data = Data(bytes)
+        guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+            let valid = (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil
+            throw ProdReadyError(.invalidArgument, valid ? "an event envelope must be a JSON object" : "the event is not valid JSON (\(data.count) bytes)")
+        }
+        let header: EnvelopeHeader
+        do {
+            header = try EnvelopeCoding.decoder.decode(EnvelopeHeader.self, from: data)
+            _ = try EnvelopeCoding.decoder.decode(EnvelopeRequiredFields.self, from: data)
+        } catch {
+            throw ProdReadyError(.invalidArgument, "the event envelope is incomplete: \(describe(error))", underlying: error)
+        }
+        guard !header.id.isEmpty else { throw ProdReadyError(.invalidArgument, "the event envelope has an empty id") }
+        guard !header.type.isEmpty else { throw ProdReadyError(.invalidArgument, "event \(header.id) has an empty type") }
+        guard header.version >= 1 else { throw ProdReadyError(.invalidArgument, "event \(header.id) has version \(header.version); versions start at 1") }
+        return header
+    }
+}
+
+private struct EnvelopeRequiredFields: Decodable {
+    struct AnyJSON: Decodable {}
+    let occurredAt: Date
+    enum CodingKeys: String, CodingKey { case occurredAt = "occurred_at", payload }
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        occurredAt = try container.decode(Date.self, forKey: .occurredAt)
+        guard container.contains(.payload) else {
+            throw DecodingError.keyNotFound(CodingKeys.payload, .init(codingPath: [], debugDescription: "no payload"))
+        }
+    }
+}
+
+struct WireEnvelope<Payload: EventPayload>: Codable {
+    var id: String
+    var type: String
+    var version: Int
+    var aggregateID: String?
+    var sequence: Int64?
+    var occurredAt: Date
+    var correlationID: String?
+    var causationID: String?
+    var payload: Payload
+
+    enum CodingKeys: String, CodingKey {
+        case id, type, version, sequence, payload
+        case aggregateID = "aggregate_id"
+        case occurredAt = "occurred_at"
+        case correlationID = "correlation_id"
+        case causationID = "causation_id"
+    }
+
+    init(_ envelope: EventEnvelope<Payload>) {
+        id = envelope.id
+        type = envelope.type
+        version = envelope.version
+        aggregateID = envelope.aggregateID
+        sequence = envelope.sequence
+        occurredAt = envelope.occurredAt
+        correlationID = envelope.correlationID
+        causationID = envelope.causationID
+        payload = envelope.payload
+    }
+
+    var envelope: EventEnvelope<Payload> {
+        EventEnvelope(id: id, aggregateID: aggregateID, sequence: sequence, occurredAt: occurredAt, correlationID: correlationID, causationID: causationID, payload: payload)
+    }
+}
+
+enum EnvelopeCoding {
+    static var encoder: JSONEncoder {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .custom { date, encoder in
+            var container = encoder.singleValueContainer()
+            try container.encode(Date.ISO8601FormatStyle(includingFractionalSeconds: true).format(date))
+        }
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return encoder
+    }
+
+    static var decoder: JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .custom { decoder in
+            let container = try decoder.singleValueContainer()
+            let text = try container.decode(String.self)
+            let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
+            if let date = try? withFraction.parse(text) { return date }
+            if let date = try? Date.ISO8601FormatStyle().parse(text) { return date }
+            throw DecodingError.dataCorruptedError(in: container, debugDescription: "'\(text)' is not an ISO 8601 timestamp")
+        }
+        return decoder
+    }
+}
+
+/// A decoding error as one line: which field, and what was wrong with it.
+func describe(_ error: any Error) -> String {
+    guard let error = error as? DecodingError else { return "\(error)" }
+    func path(_ context: DecodingError.Context) -> String {
+        let path = context.codingPath.map(\.stringValue).joined(separator: ".")
+        return path.isEmpty ? "" : " at '\(path)'"
+    }
+    switch error {
+    case .keyNotFound(let key, let context): return "missing '\(key.stringValue)'\(path(context))"
+    case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
+        return "\(context.debugDescription)\(path(context))"
+    @unknown default: return "\(error)"
+    }
+}

@@ -1,0 +1,278 @@
+public import PostgresNIO
+public import ProdReadyCore
+public import ProdReadyPostgres
+import Foundation
+import Logging
+
+/// What `claim` decided about one delivery of an event.
+public enum ClaimOutcome: Sendable, Equatable, CustomStringConvertible {
+    /// This worker owns the event now and must process it, then `markDone` or `markFailed`.
+    case claimed(attempt: Int)
+    /// Already processed (or skipped as stale): acknowledge the delivery and do nothing.
+    case duplicateDone
+    /// Another worker holds a live lease on it: do not process; the broker may redeliver later.
+    case inProgress
+    /// An event of the same aggregate with this or a later sequence is already done: recorded as
+    /// `skipped_stale`, not processed.
+    case stale
+
+    public var description: String {
+        switch self {
+        case .claimed(let attempt): "claimed (attempt \(attempt))"
+        case .duplicateDone: "duplicateDone"
+        case .inProgress: "inProgress"
+        case .stale: "stale"
+        }
+    }
+
+    public var isClaimed: Bool { if case .claimed = self { true } else { false } }
+}
+
+/// One delivery to claim: the event and, for the ordering guard, its aggregate and sequence.
+public struct EventDelivery: Sendable, Hashable {
+    public var eventID: String
+    public var aggregateID: String?
+    public var sequence: Int64?
+
+    public init(eventID: String, aggregateID: String? = nil, sequence: Int64? = nil) {
+        self.eventID = eventID
+        self.aggregateID = aggregateID
+        self.sequence = sequence
+    }
+}
+
+/// The processed-event registry of SPEC-reliability §1: idempotent handling with leases and an ordering guard,
+/// on `<schema>.processed_events` and `<schema>.aggregate_versions`.
+///
+/// Every operation is one round trip and one transaction (server-side functions installed by
+/// `ReliabilitySchema`). `claimBatch`/`markDoneBatch` are the same transitions for many events at once, for
+/// consumers that read batches from a broker.
+public struct ProcessedEventRegistry: Sendable {
+    public struct Options: Sendable {
+        /// Who this worker is, recorded as `owner`; only the owner may finish what it claimed.
+        public var owner: String
+        /// How long a claim stays exclusive without a heartbeat.
+        public var leaseTimeout: Duration
+
+        public init(owner: String = defaultOwner(service: "prodready"), leaseTimeout: Duration = .seconds(900)) {
+            self.owner = owner
+            self.leaseTimeout = leaseTimeout
+        }
+    }
+
+    public let client: PostgresClient
+    public let schema: SQLIdentifier
+    public let options: Options
+    let logger: Logger
+
+    public init(client: PostgresClient, schema: SQLIdentifier, options: Options = Options(), logger: Logger = reliabilityLogger) throws {
+        guard !options.owner.isEmpty else { throw ProdReadyError(.invalidArgument, "registry owner must not be empty") }
+        guard options.leaseTimeout > .zero else { throw ProdReadyError(.invalidArgument, "lease timeout must be positive, got \(options.leaseTimeout)") }
+        self.client = client
+        self.schema = schema
+        self.options = options
+        self.logger = logger
+    }
+
+    public var owner: String { options.owner }
+
+    /// `"<service>:<pid>:<8 random hex>"`: unique per process start, readable in `processed_events.owner`.
+    public static func defaultOwner(service: String) -> String {
+        let random = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        return "\(service):\(ProcessInfo.processInfo.processIdentifier):\(String(repeating: "0", count: 8 - random.count) + random)"
+    }
+
+    // MARK: - Single events
+
+    public func claim(handler: String, eventID: String, aggregateID: String? = nil, sequence: Int64? = nil) async throws -> ClaimOutcome {
+        try Self.validate(handler: handler, eventID: eventID)
+        try Self.validate(aggregateID: aggregateID, sequence: sequence)
+        let s = schema.quoted
+        let leaseMilliseconds = options.leaseTimeout.wholeMilliseconds
+        let query: PostgresQuery = """
+            SELECT claim_outcome, claim_attempts
+            FROM \(unescaped: s).prodready_claim(\(handler), \(eventID), \(aggregateID), \(sequence), \(owner), \(leaseMilliseconds))
+            """
+        let rows = try await run("claiming \(handler)/\(eventID)") {
+            try await client.query(query, logger: logger).collect()
+        }
+        guard let row = rows.first else { throw ProdReadyError(.protocolError, "claim returned no row") }
+        let (outcome, attempts) = try row.decode((String, Int?).self)
+        return try Self.outcome(outcome, attempts: attempts)
+    }
+
+    /// Finishes a claimed event and advances the aggregate's `last_sequence` (never backwards). Finishing an
+    /// event that is already done or stale is a no-op; one owned by someone else, or never claimed, is an error.
+    public func markDone(handler: String, eventID: String) async throws {
+        try Self.validate(handler: handler, eventID: eventID)
+        let results = try await markDoneBatch(handler: handler, eventIDs: [eventID])
+        if let failure = results.first?.error { throw failure }
+    }
+
+    /// Records a failure of a claimed event (error text truncated to 4,000 characters). The next claim
+    /// re-claims it with `attempt_count + 1`. Never overwrites `done`/`skipped_stale`; a non-owner gets an error.
+    public func markFailed(handler: String, eventID: String, error text: String) async throws {
+        try Self.validate(handler: handler, eventID: eventID)
+        let s = schema.quoted
+        // Postgres text cannot hold NUL; the rest is kept and cut to the column's 4,000 characters server-side.
+        let storable = text.replacingAll("\u{0}", with: "\u{FFFD}")
+        let query: PostgresQuery = """
+            SELECT failed_result, current_status, current_owner
+            FROM \(unescaped: s).prodready_mark_failed(\(handler), \(eventID), \(owner), \(storable))
+            """
+        let rows = try await run("marking \(handler)/\(eventID) failed") { try await client.query(query, logger: logger).collect() }
+        guard let row = rows.first else { throw ProdReadyError(.protocolError, "mark_failed returned no row") }
+        let (result, status, currentOwner) = try row.decode((String, String?, String?).self)
+        switch result {
+        case "failed", "already_done": return
+        default: throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark failed")
+        }
+    }
+
+    /// Refreshes the lease of an event this worker holds. Returns false when it no longer holds it.
+    @discardableResult
+    public func heartbeat(handler: String, eventID: String) async throws -> Bool {
+        try Self.validate(handler: handler, eventID: eventID)
+        let s = schema.quoted
+        let query: PostgresQuery = """
+            UPDATE \(unescaped: s).processed_events SET heartbeat_at = now()
+            WHERE handler = \(handler) AND event_id = \(eventID) AND status = 'processing' AND owner = \(owner) RETURNING 1
+            """
+        let rows = try await run("heartbeat for \(handler)/\(eventID)") { try await client.query(query, logger: logger).collect() }
+        return !rows.isEmpty
+    }
+
+    /// Runs a long `body` while refreshing the event's lease every `interval`. If a heartbeat finds the lease
+    /// gone (another worker took the event over), `body` is cancelled and `lease_lost` is thrown.
+    public func withHeartbeat<Result: Sendable>(
+        handler: String,
+        eventID: String,
+        every interval: Duration,
+        _ body: @escaping @Sendable () async throws -> Result
+    ) async throws -> Result {
+        try await withThrowingTaskGroup(of: Result?.self) { group in
+            group.addTask { try await body() }
+            group.addTask {
+                while true {
+                    try await Task.sleep(for: interval)
+                    guard try await heartbeat(handler: handler, eventID: eventID) else {
+                        throw ProdReadyError(.leaseLost, "lease on \(handler)/\(eventID) lost: another worker owns it now; the result of this attempt must be discarded")
+                    }
+                }
+            }
+            defer { group.cancelAll() }
+            while let next = try await group.next() {
+                if let result = next { return result }
+            }
+            throw CancellationError()
+        }
+    }
+
+    // MARK: - Batches
+
+    /// Claims many events in one round trip and one transaction, with exactly the transitions of `claim`.
+    /// Outcomes are in the order of `deliveries`; a repeat of an event inside the batch is `inProgress`.
+    public func claimBatch(handler: String, _ deliveries: [EventDelivery]) async throws -> [ClaimOutcome] {
+        guard !deliveries.isEmpty else { return [] }
+        for delivery in deliveries {
+            try Self.validate(handler: handler, eventID: delivery.eventID)
+            try Self.validate(aggregateID: delivery.aggregateID, sequence: delivery.sequence)
+        }
+        let s = schema.quoted
+        let eventIDs = deliveries.map(\.eventID)
+        let aggregateIDs = deliveries.map { $0.aggregateID ?? "" }
+        let sequences = deliveries.map { $0.sequence ?? -1 }
+        let leaseMilliseconds = options.leaseTimeout.wholeMilliseconds
+        let query: PostgresQuery = """
+            SELECT claim_ordinal, claim_outcome, claim_attempts
+            FROM \(unescaped: s).prodready_claim_batch(\(handler), \(eventIDs), \(aggregateIDs), \(sequences), \(owner), \(leaseMilliseconds))
+            """
+        let rows = try await run("claiming \(deliveries.count) events for \(handler)") { try await client.query(query, logger: logger).collect() }
+        var outcomes = [ClaimOutcome?](repeating: nil, count: deliveries.count)
+        for row in rows {
+            let (ordinal, outcome, attempts) = try row.decode((Int64, String, Int?).self)
+            guard (1...Int64(deliveries.count)).contains(ordinal) else { throw ProdReadyError(.protocolError, "claim_batch returned ordinal \(ordinal)") }
+            outcomes[Int(ordinal) - 1] = try Self.outcome(outcome, attempts: attempts)
+        }
+        guard outcomes.allSatisfy({ $0 != nil }) else { throw ProdReadyError(.protocolError, "claim_batch answered \(rows.count) of \(deliveries.count) events") }
+        return outcomes.map { $0! }
+    }
+
+    /// The result of finishing one event of a batch: nil error when done (or already done).
+    public struct MarkResult: Sendable {
+        public var eventID: String
+        public var error: ProdReadyError?
+    }
+
+    /// Finishes many claimed events in one round trip; aggregates advance to the highest sequence finished.
+    public func markDoneBatch(handler: String, eventIDs: [String]) async throws -> [MarkResult] {
+        guard !eventIDs.isEmpty else { return [] }
+        for eventID in eventIDs { try Self.validate(handler: handler, eventID: eventID) }
+        let s = schema.quoted
+        let query: PostgresQuery = """
+            SELECT done_event_id, done_result, current_status, current_owner
+            FROM \(unescaped: s).prodready_mark_done_batch(\(handler), \(eventIDs), \(owner))
+            """
+        let rows = try await run("marking \(eventIDs.count) events of \(handler) done") { try await client.query(query, logger: logger).collect() }
+        return try rows.map { row in
+            let (eventID, result, status, currentOwner) = try row.decode((String, String, String?, String?).self)
+            switch result {
+            case "done", "already_done": return MarkResult(eventID: eventID, error: nil)
+            default:
+                return MarkResult(eventID: eventID, error: ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done"))
+            }
+        }
+    }
+
+    // MARK: - Helpers
+
+    private func ownershipError(_ result: String, handler: String, eventID: String, status: String?, currentOwner: String?, doing: String) -> ProdReadyError {
+        if result == "missing" {
+            return ProdReadyError(.notFound, "cannot \(doing) \(handler)/\(eventID): it was never claimed")
+        }
+        return ProdReadyError(
+            .notOwner,
+            "cannot \(doing) \(handler)/\(eventID): it is '\(status ?? "?")' and owned by '\(currentOwner ?? "?")', not by '\(owner)'"
+        )
+    }
+
+    private func run<T>(_ doing: String, _ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch {
+            throw ProdReadyError.postgres(error, doing: doing)
+        }
+    }
+
+    static func outcome(_ text: String, attempts: Int?) throws -> ClaimOutcome {
+        switch text {
+        case "claimed": return .claimed(attempt: attempts ?? 1)
+        case "duplicate_done": return .duplicateDone
+        case "in_progress": return .inProgress
+        case "stale": return .stale
+        default: throw ProdReadyError(.protocolError, "unknown claim outcome '\(text)'")
+        }
+    }
+
+    static let maximumIdentifierLength = 512
+
+    static func validate(handler: String, eventID: String) throws {
+        try validateText(handler, name: "handler")
+        try validateText(eventID, name: "event id")
+    }
+
+    static func validate(aggregateID: String?, sequence: Int64?) throws {
+        if let aggregateID { try validateText(aggregateID, name: "aggregate id") }
+        if let sequence, sequence < 0 {
+            throw ProdReadyError(.invalidArgument, "sequence must be 0 or more, got \(sequence)")
+        }
+    }
+
+    static func validateText(_ value: String, name: String) throws {
+        guard !value.isEmpty else { throw ProdReadyError(.invalidArgument, "\(name) must not be empty") }
+        guard value.utf8.count <= maximumIdentifierLength else {
+            throw ProdReadyError(.invalidArgument, "\(name) is \(value.utf8.count) bytes; at most \(maximumIdentifierLength) are allowed")
+        }
+        guard !value.utf8.contains(0) else { throw ProdReadyError(.invalidArgument, "\(name) must not contain NUL characters") }
+    }
+}

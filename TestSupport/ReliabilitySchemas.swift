@@ -1,0 +1,28 @@
+public import PostgresNIO
+public import ProdReadyPostgres
+import ProdReadyReliability
+import ProdReadyCore
+
+/// Runs `body` with `pools` running connection pools and a fresh schema migrated to the latest reliability
+/// schema (processed_events, aggregate_versions, outbox_events); the schema is dropped afterwards.
+public func withReliabilitySchema<Result: Sendable>(
+    _ url: String,
+    pools: Int = 1,
+    maximumConnections: Int = 4,
+    _ body: (_ clients: [PostgresClient], _ schema: SQLIdentifier) async throws -> Result
+) async throws -> Result {
+    let schema = try SQLIdentifier(uniqueName("r").replacingAll("-", with: "_"))
+    return try await withPostgresClients(url, count: pools, maximumConnections: maximumConnections) { clients in
+        try await ReliabilitySchema.runner(schema: schema).run(on: clients[0])
+        return try await runThenCleanUp({ try await body(clients, schema) }, cleanUp: {
+            try await clients[0].query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \(schema.quoted) CASCADE"), logger: testLogger)
+        })
+    }
+}
+
+/// Reads one integer (e.g. a count) with `query`.
+public func queryInt(_ client: PostgresClient, _ query: PostgresQuery) async throws -> Int {
+    let rows = try await client.query(query, logger: testLogger).collect()
+    guard let row = rows.first else { throw ProdReadyError(.protocolError, "query returned no row") }
+    return Int(try row.decode(Int64.self))
+}

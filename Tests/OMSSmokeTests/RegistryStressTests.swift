@@ -1,0 +1,105 @@
+import Testing
+import PostgresNIO
+import ProdReadyCore
+import ProdReadyPostgres
+import ProdReadyReliability
+import TestSupport
+
+/// Exactly-once under load: many workers, duplicate deliveries in random order.
+@Suite("OMS fast layer: registry stress", .requires(.postgres))
+struct RegistryStressTests {
+    enum Path: String, CaseIterable, Sendable { case oneEventPerClaim, batches }
+
+    @Test("8 registries on separate pools, 5,000 events with 30% duplicate deliveries in random order: each done and applied exactly once", arguments: Path.allCases)
+    func exactlyOnceUnderDuplicates(path: Path) async throws {
+        var random = SeededRandom.fromEnvironment(label: "registry-stress-\(path.rawValue)")
+        let events = (0..<5_000).map { "evt-\($0)" }
+        var deliveries = events
+        for _ in 0..<1_500 { deliveries.append(events[Int.random(in: 0..<events.count, using: &random)]) }
+        deliveries.shuffle(using: &random)
+        let workerCount = 8
+        let slices = (0..<workerCount).map { worker in stride(from: worker, to: deliveries.count, by: workerCount).map { deliveries[$0] } }
+
+        try await withSchema(pools: workerCount, maximumConnections: 1) { clients, schema in
+            try await clients[0].query(PostgresQuery(unsafeSQL: "CREATE TABLE \(schema.quoted).side_effects (event_id text NOT NULL, applied_by text NOT NULL)"))
+            let outcomes = try await withThrowingTaskGroup(of: [ClaimOutcome].self) { group in
+                for worker in 0..<workerCount {
+                    let registry = try registry(clients[worker], schema, owner: "worker-\(worker)")
+                    let slice = slices[worker]
+                    group.addTask {
+                        switch path {
+                        case .oneEventPerClaim: try await Self.processOneByOne(slice, registry: registry, schema: schema)
+                        case .batches: try await Self.processInBatches(slice, registry: registry, schema: schema)
+                        }
+                    }
+                }
+                return try await group.reduce(into: [ClaimOutcome]()) { $0 += $1 }
+            }
+            let claimed = outcomes.filter(\.isClaimed).count
+            #expect(claimed == 5_000, "every event claimed exactly once (outcomes: \(Dictionary(grouping: outcomes, by: \.description).mapValues(\.count)))")
+            #expect(outcomes.count - claimed == 1_500, "every duplicate delivery recognised")
+            #expect(try await count(clients[0], schema, "processed_events", where: "status = 'done'") == 5_000)
+            #expect(try await count(clients[0], schema, "processed_events", where: "status <> 'done'") == 0, "no processing rows left")
+            #expect(try await count(clients[0], schema, "side_effects") == 5_000)
+            #expect(try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(DISTINCT event_id)::int8 FROM \(schema.quoted).side_effects")) == 5_000)
+            #expect(try await count(clients[0], schema, "processed_events", where: "attempt_count <> 1") == 0)
+        }
+    }
+
+    static func processOneByOne(_ deliveries: [String], registry: ProcessedEventRegistry, schema: SQLIdentifier) async throws -> [ClaimOutcome] {
+        var outcomes: [ClaimOutcome] = []
+        for eventID in deliveries {
+            let outcome = try await registry.claim(handler: "stress", eventID: eventID)
+            outcomes.append(outcome)
+            guard outcome.isClaimed else { continue }
+            try await registry.client.query("INSERT INTO \(unescaped: schema.quoted).side_effects VALUES (\(eventID), \(registry.owner))")
+            try await registry.markDone(handler: "stress", eventID: eventID)
+        }
+        return outcomes
+    }
+
+    static func processInBatches(_ deliveries: [String], registry: ProcessedEventRegistry, schema: SQLIdentifier) async throws -> [ClaimOutcome] {
+        var outcomes: [ClaimOutcome] = []
+        var start = 0
+        while start < deliveries.count {
+            let batch = Array(deliveries[start..<min(start + 100, deliveries.count)])
+            start += batch.count
+            let results = try await registry.claimBatch(handler: "stress", batch.map { EventDelivery(eventID: $0) })
+            outcomes += results
+            let claimed = zip(batch, results).filter { $0.1.isClaimed }.map(\.0)
+            guard !claimed.isEmpty else { continue }
+            try await registry.client.query("""
+                INSERT INTO \(unescaped: schema.quoted).side_effects SELECT e, \(registry.owner) FROM unnest(\(claimed)) AS e
+                """)
+            let marks = try await registry.markDoneBatch(handler: "stress", eventIDs: claimed)
+            if let failure = marks.first(where: { $0.error != nil }) { throw failure.error! }
+        }
+        return outcomes
+    }
+
+    @Test("batch claims keep the ordering guard and in-batch repeats: a repeat is inProgress, a stale sequence is stale")
+    func batchTransitions() async throws {
+        try await withSchema { clients, schema in
+            let worker = try registry(clients[0], schema, owner: "worker-a")
+            let first = try await worker.claimBatch(handler: "orders", [
+                EventDelivery(eventID: "b", aggregateID: "order-1", sequence: 2),
+                EventDelivery(eventID: "a", aggregateID: "order-1", sequence: 1),
+                EventDelivery(eventID: "b", aggregateID: "order-1", sequence: 2),
+            ])
+            #expect(first == [.claimed(attempt: 1), .claimed(attempt: 1), .inProgress])
+            let marks = try await worker.markDoneBatch(handler: "orders", eventIDs: ["a", "b"])
+            #expect(marks.allSatisfy { $0.error == nil })
+            #expect(try await lastSequence(clients[0], schema, handler: "orders", aggregateID: "order-1") == 2)
+            let second = try await worker.claimBatch(handler: "orders", [
+                EventDelivery(eventID: "a"),
+                EventDelivery(eventID: "late", aggregateID: "order-1", sequence: 2),
+                EventDelivery(eventID: "c", aggregateID: "order-1", sequence: 3),
+            ])
+            #expect(second == [.duplicateDone, .stale, .claimed(attempt: 1)])
+            let intruder = try registry(clients[0], schema, owner: "worker-b")
+            let refused = try await intruder.markDoneBatch(handler: "orders", eventIDs: ["c", "never"])
+            #expect(refused.map { $0.error?.code } == [.notOwner, .notFound])
+            #expect(try await processedRow(clients[0], schema, handler: "orders", eventID: "c")?.status == "processing")
+        }
+    }
+}
