@@ -16,6 +16,7 @@ let strictSwift: [SwiftSetting] = [
 let suiteDependencies: [Target.Dependency] = [
     "TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
     .product(name: "PostgresNIO", package: "postgres-nio"),
+    .product(name: "Logging", package: "swift-log"),
 ]
 
 let package = Package(
@@ -152,7 +153,8 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         // The five production-readiness suites.
-        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
+        // The OMS suite starts `prodready outbox relay` as a child process to kill it.
+        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready"], swiftSettings: strictSwift),
         .testTarget(name: "MSAAuditFlowTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "DurabilityTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "JobPipelineTests", dependencies: suiteDependencies, swiftSettings: strictSwift),

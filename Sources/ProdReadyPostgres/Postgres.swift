@@ -95,6 +95,11 @@ extension ProdReadyError {
     /// the server refusing this request. `doing` says what was attempted; the query text is never included.
     public static func postgres(_ error: any Error, doing: String, file: String = #fileID, line: Int = #line) -> ProdReadyError {
         if let error = error as? ProdReadyError { return error }
+        if let transaction = error as? PostgresTransactionError {
+            // What the transaction's body threw is the real error; otherwise BEGIN or COMMIT failed.
+            if let closureError = transaction.closureError { return postgres(closureError, doing: doing, file: file, line: line) }
+            if let cause = transaction.commitError ?? transaction.beginError { return postgres(cause, doing: doing, file: file, line: line) }
+        }
         guard let psql = error as? PSQLError else {
             return ProdReadyError(.connectionFailed, "\(doing): \(error)", retriable: true, underlying: error, file: file, line: line)
         }

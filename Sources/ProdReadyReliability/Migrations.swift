@@ -24,6 +24,11 @@ public struct MigrationReport: Sendable, Equatable {
     public var applied: [Int]
     /// The schema's version after the run.
     public var currentVersion: Int
+
+    public init(applied: [Int], currentVersion: Int) {
+        self.applied = applied
+        self.currentVersion = currentVersion
+    }
 }
 
 /// Applies versioned migrations to one schema, recording them in `<schema>.prodready_schema_migrations`.

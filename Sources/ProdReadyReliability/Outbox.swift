@@ -125,9 +125,11 @@ public struct Outbox: Sendable {
                 defer { transaction.isOpen = false }
                 return try await body(transaction)
             }
-        } catch let error as ProdReadyError {
-            throw error
-        } catch {
+        } catch let error as PostgresTransactionError {
+            // The body's own error reaches the caller unchanged; a failed BEGIN or COMMIT is classified.
+            if let bodyError = error.closureError { throw bodyError }
+            throw ProdReadyError.postgres(error, doing: "running an outbox transaction")
+        } catch let error as PSQLError {
             throw ProdReadyError.postgres(error, doing: "running an outbox transaction")
         }
     }

@@ -38,6 +38,21 @@ public struct RelayPass: Sendable, Equatable {
     public var failed = 0
     /// Failed for the last time: parked as dead letters.
     public var parked = 0
+
+    public init(claimed: Int = 0, published: Int = 0, failed: Int = 0, parked: Int = 0) {
+        self.claimed = claimed
+        self.published = published
+        self.failed = failed
+        self.parked = parked
+    }
+
+    /// Adds another pass's counts to these.
+    public mutating func add(_ other: RelayPass) {
+        claimed += other.claimed
+        published += other.published
+        failed += other.failed
+        parked += other.parked
+    }
 }
 
 /// Moves committed outbox rows to a sink (SPEC-reliability §3). Any number of relays may run against one
@@ -58,6 +73,8 @@ public struct OutboxRelay: Service {
         public var retryBackoff: Backoff
         /// How long to wait after a pass that failed (database unreachable), growing with each failure.
         public var errorBackoff: Backoff
+        /// Called after every pass that claimed something (progress output, metrics).
+        public var onPass: (@Sendable (RelayPass) -> Void)?
 
         public init(
             relayID: String = ProcessedEventRegistry.defaultOwner(service: "outbox-relay"),
@@ -65,8 +82,10 @@ public struct OutboxRelay: Service {
             claimTimeout: Duration = .seconds(30),
             idleDelay: Duration = .milliseconds(50),
             retryBackoff: Backoff = Backoff(base: .seconds(1), cap: .seconds(300)),
-            errorBackoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5))
+            errorBackoff: Backoff = Backoff(base: .milliseconds(100), cap: .seconds(5)),
+            onPass: (@Sendable (RelayPass) -> Void)? = nil
         ) {
+            self.onPass = onPass
             self.relayID = relayID
             self.batchSize = batchSize
             self.claimTimeout = claimTimeout
@@ -112,7 +131,11 @@ public struct OutboxRelay: Service {
                 do {
                     let pass = try await relayOnce()
                     consecutiveErrors = 0
-                    if pass.claimed == 0 { try await Task.sleep(for: options.idleDelay) }
+                    if pass.claimed == 0 {
+                        try await Task.sleep(for: options.idleDelay)
+                    } else {
+                        options.onPass?(pass)
+                    }
                 } catch is CancellationError {
                     return
                 } catch {

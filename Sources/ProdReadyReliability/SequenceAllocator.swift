@@ -10,6 +10,12 @@ public struct OptimisticConcurrencyConflict: Error, Sendable, Equatable, CustomS
     public let expected: Int64
     public let actual: Int64
 
+    public init(aggregateID: String, expected: Int64, actual: Int64) {
+        self.aggregateID = aggregateID
+        self.expected = expected
+        self.actual = actual
+    }
+
     public var description: String {
         "\(ProdReadyError.Code.optimisticConcurrencyConflict): aggregate '\(aggregateID)' is at sequence \(actual), the caller expected \(expected)"
     }

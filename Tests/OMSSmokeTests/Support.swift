@@ -4,6 +4,9 @@ import ProdReadyCore
 import ProdReadyPostgres
 import ProdReadyReliability
 import TestSupport
+import Logging
+
+let testLogger = Logger(label: "prodready.oms-tests", factory: { _ in SwiftLogNoOpLogHandler() })
 
 /// The fast correctness layer's entry point: a fresh migrated schema on the suite's Postgres.
 func withSchema<Result: Sendable>(
