@@ -44,6 +44,12 @@ public struct BreakerHealth: Sendable, Equatable {
     public var status: String
     public var state: CircuitState
     public var reason: String?
+
+    public init(status: String, state: CircuitState, reason: String?) {
+        self.status = status
+        self.state = state
+        self.reason = reason
+    }
 }
 
 /// A circuit breaker (SPEC-reliability §4): after `failureThreshold` consecutive failures it opens and refuses
