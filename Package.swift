@@ -77,6 +77,12 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // Percentile measurements with thresholds, shared by the suites and the benchmark commands.
+        .target(
+            name: "ProdReadyPerformance",
+            dependencies: ["ProdReadyCore", .product(name: "Histogram", package: "hdrhistogram-swift")],
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "ProdReadyPostgres",
             dependencies: [
@@ -113,7 +119,7 @@ let package = Package(
         .executableTarget(
             name: "prodready",
             dependencies: [
-                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres",
+                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -123,7 +129,7 @@ let package = Package(
         .target(
             name: "TestSupport",
             dependencies: [
-                "ProdReadyInfra", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+                "ProdReadyInfra", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

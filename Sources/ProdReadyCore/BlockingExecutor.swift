@@ -49,6 +49,12 @@ extension Duration {
         return seconds * 1_000_000 + attoseconds / 1_000_000_000_000
     }
 
+    /// Milliseconds with the fraction, for reports.
+    public var milliseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
+    }
+
     /// Whole nanoseconds (truncated), the unit of JetStream durations.
     public var wholeNanoseconds: Int64 {
         let (seconds, attoseconds) = components

@@ -168,13 +168,6 @@ public func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Se
     }
 }
 
-extension Duration {
-    public var milliseconds: Double {
-        let (seconds, attoseconds) = components
-        return Double(seconds) * 1000 + Double(attoseconds) / 1e15
-    }
-}
-
 extension String {
     init(format1 value: Double) {
         let rounded = (value * 10).rounded() / 10

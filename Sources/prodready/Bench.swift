@@ -6,6 +6,15 @@ import ProdReadyKafka
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
+        abstract: "Benchmarks: stack start-up (default) and the reliability primitives on PostgreSQL.",
+        subcommands: [StackBench.self, ReliabilityBench.self],
+        defaultSubcommand: StackBench.self
+    )
+}
+
+struct StackBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "stack",
         abstract: "Measure stack start-up: cold boot of all five components, a private stack, and the first consumer-group assignment.",
         discussion: """
         Each run boots a fresh stack in its own directory (installs and build excluded), waits until every

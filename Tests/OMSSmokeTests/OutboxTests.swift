@@ -203,6 +203,34 @@ struct OutboxTests {
         }
     }
 
+    @Test("run as a Service, a relay publishes rows as they are committed and returns promptly when cancelled")
+    func relayService() async throws {
+        try await withSchema(pools: 2) { clients, schema in
+            let outbox = Outbox(client: clients[0], schema: schema)
+            let sink = try await makeSink(clients[0], schema)
+            let passes = Mutex(0)
+            let relay = try OutboxRelay(
+                client: clients[1], schema: schema, sink: sink,
+                options: .init(relayID: "service", batchSize: 50, idleDelay: .milliseconds(20), onPass: { _ in passes.withLock { $0 += 1 } })
+            )
+            let running = Task { try await relay.run() }
+            try await enqueueOrders(outbox, 0..<120)
+            try await eventually("the running relay to publish 120 rows", timeout: .seconds(15)) {
+                try await count(clients[0], schema, "published") == 120
+            }
+            try await enqueueOrders(outbox, 120..<130)
+            try await eventually("rows committed later to be published too", timeout: .seconds(15)) {
+                try await count(clients[0], schema, "published") == 130
+            }
+            let stopping = ContinuousClock.now
+            running.cancel()
+            try await running.value
+            #expect(ContinuousClock.now - stopping < .seconds(2), "cancellation ends the relay's loop")
+            #expect(passes.withLock { $0 } >= 4, "progress callbacks for each pass that published")
+            #expect(try await outbox.statusCounts() == ["published": 130])
+        }
+    }
+
     @Test("a sink failing 3 times then succeeding: published with retry_count 3 and delivered once")
     func retriesThenPublishes() async throws {
         try await withSchema { clients, schema in

@@ -8,48 +8,48 @@ import TestSupport
 /// SPEC-reliability §1 against a real Postgres: every test of the seed suite plus races and stress.
 @Suite("OMS fast layer: processed-event registry", .requires(.postgres))
 struct ProcessedEventRegistryTests {
-    @Test("duplicate delivery: claimed once, then five duplicateDone; the row ends done with attempt_count 1")
-    func duplicateDelivery() async throws {
+    @Test("duplicate delivery: claimed once, then five duplicateDone; the row ends done with attempt_count 1", arguments: ClaimPath.allCases)
+    func duplicateDelivery(path: ClaimPath) async throws {
         try await withSchema { clients, schema in
             let worker = try registry(clients[0], schema, owner: "worker-a")
-            #expect(try await worker.claim(handler: "orders", eventID: "e1") == .claimed(attempt: 1))
-            try await worker.markDone(handler: "orders", eventID: "e1")
+            #expect(try await path.claim(worker, handler: "orders", eventID: "e1") == .claimed(attempt: 1))
+            try await path.markDone(worker, handler: "orders", eventID: "e1")
             for _ in 1...5 {
-                #expect(try await worker.claim(handler: "orders", eventID: "e1") == .duplicateDone)
+                #expect(try await path.claim(worker, handler: "orders", eventID: "e1") == .duplicateDone)
             }
             let row = try await processedRow(clients[0], schema, handler: "orders", eventID: "e1")
             #expect(row == ProcessedRow(status: "done", owner: "worker-a", attemptCount: 1, lastError: nil))
         }
     }
 
-    @Test("lease recovery: an expired lease is taken over with attempt_count 2 and finished by the new owner")
-    func leaseRecovery() async throws {
+    @Test("lease recovery: an expired lease is taken over with attempt_count 2 and finished by the new owner", arguments: ClaimPath.allCases)
+    func leaseRecovery(path: ClaimPath) async throws {
         try await withSchema { clients, schema in
             let first = try registry(clients[0], schema, owner: "worker-a", lease: .seconds(1))
             let second = try registry(clients[0], schema, owner: "worker-b", lease: .seconds(1))
-            #expect(try await first.claim(handler: "orders", eventID: "e1") == .claimed(attempt: 1))
-            #expect(try await second.claim(handler: "orders", eventID: "e1") == .inProgress, "a live lease must be respected")
+            #expect(try await path.claim(first, handler: "orders", eventID: "e1") == .claimed(attempt: 1))
+            #expect(try await path.claim(second, handler: "orders", eventID: "e1") == .inProgress, "a live lease must be respected")
             try await clients[0].query("""
                 UPDATE \(unescaped: schema.quoted).processed_events SET heartbeat_at = now() - interval '30 seconds' WHERE event_id = 'e1'
                 """)
-            #expect(try await second.claim(handler: "orders", eventID: "e1") == .claimed(attempt: 2))
-            try await second.markDone(handler: "orders", eventID: "e1")
+            #expect(try await path.claim(second, handler: "orders", eventID: "e1") == .claimed(attempt: 2))
+            try await path.markDone(second, handler: "orders", eventID: "e1")
             let row = try await processedRow(clients[0], schema, handler: "orders", eventID: "e1")
             #expect(row == ProcessedRow(status: "done", owner: "worker-b", attemptCount: 2, lastError: nil))
             // The first owner wakes up late: finishing an event that is already done is a no-op.
-            try await first.markDone(handler: "orders", eventID: "e1")
+            try await path.markDone(first, handler: "orders", eventID: "e1")
             #expect(try await processedRow(clients[0], schema, handler: "orders", eventID: "e1")?.owner == "worker-b")
         }
     }
 
-    @Test("two registries on separate pools claim the same events concurrently: exactly one claimed, one inProgress")
-    func concurrentClaims() async throws {
+    @Test("two registries on separate pools claim the same events concurrently: exactly one claimed, one inProgress", arguments: ClaimPath.allCases)
+    func concurrentClaims(path: ClaimPath) async throws {
         try await withSchema(pools: 2) { clients, schema in
             let workers = [try registry(clients[0], schema, owner: "worker-a"), try registry(clients[1], schema, owner: "worker-b")]
             for index in 0..<20 {
                 let eventID = "race-\(index)"
                 let outcomes = try await withThrowingTaskGroup(of: ClaimOutcome.self) { group in
-                    for worker in workers { group.addTask { try await worker.claim(handler: "orders", eventID: eventID) } }
+                    for worker in workers { group.addTask { try await path.claim(worker, handler: "orders", eventID: eventID) } }
                     return try await group.reduce(into: [ClaimOutcome]()) { $0.append($1) }
                 }
                 #expect(outcomes.filter(\.isClaimed) == [.claimed(attempt: 1)], "\(eventID): \(outcomes)")
@@ -79,21 +79,21 @@ struct ProcessedEventRegistryTests {
         }
     }
 
-    @Test("ordering guard: 10 and 11 claimed, finished 11 then 10 → last_sequence 11; a new event at 10 is stale")
-    func orderingGuard() async throws {
+    @Test("ordering guard: 10 and 11 claimed, finished 11 then 10 → last_sequence 11; a new event at 10 is stale", arguments: ClaimPath.allCases)
+    func orderingGuard(path: ClaimPath) async throws {
         try await withSchema { clients, schema in
             let worker = try registry(clients[0], schema, owner: "worker-a")
-            #expect(try await worker.claim(handler: "orders", eventID: "e10", aggregateID: "order-1", sequence: 10) == .claimed(attempt: 1))
-            #expect(try await worker.claim(handler: "orders", eventID: "e11", aggregateID: "order-1", sequence: 11) == .claimed(attempt: 1))
-            try await worker.markDone(handler: "orders", eventID: "e11")
-            try await worker.markDone(handler: "orders", eventID: "e10")
+            #expect(try await path.claim(worker, handler: "orders", eventID: "e10", aggregateID: "order-1", sequence: 10) == .claimed(attempt: 1))
+            #expect(try await path.claim(worker, handler: "orders", eventID: "e11", aggregateID: "order-1", sequence: 11) == .claimed(attempt: 1))
+            try await path.markDone(worker, handler: "orders", eventID: "e11")
+            try await path.markDone(worker, handler: "orders", eventID: "e10")
             #expect(try await lastSequence(clients[0], schema, handler: "orders", aggregateID: "order-1") == 11)
-            #expect(try await worker.claim(handler: "orders", eventID: "e10-redelivered", aggregateID: "order-1", sequence: 10) == .stale)
+            #expect(try await path.claim(worker, handler: "orders", eventID: "e10-redelivered", aggregateID: "order-1", sequence: 10) == .stale)
             #expect(try await processedRow(clients[0], schema, handler: "orders", eventID: "e10-redelivered")?.status == "skipped_stale")
-            #expect(try await worker.claim(handler: "orders", eventID: "e10-redelivered", aggregateID: "order-1", sequence: 10) == .duplicateDone)
-            #expect(try await worker.claim(handler: "orders", eventID: "e12", aggregateID: "order-1", sequence: 12) == .claimed(attempt: 1))
+            #expect(try await path.claim(worker, handler: "orders", eventID: "e10-redelivered", aggregateID: "order-1", sequence: 10) == .duplicateDone)
+            #expect(try await path.claim(worker, handler: "orders", eventID: "e12", aggregateID: "order-1", sequence: 12) == .claimed(attempt: 1))
             // Another handler keeps its own order.
-            #expect(try await worker.claim(handler: "billing", eventID: "e10", aggregateID: "order-1", sequence: 10) == .claimed(attempt: 1))
+            #expect(try await path.claim(worker, handler: "billing", eventID: "e10", aggregateID: "order-1", sequence: 10) == .claimed(attempt: 1))
         }
     }
 

@@ -50,3 +50,30 @@ func lastSequence(_ client: PostgresClient, _ schema: SQLIdentifier, handler: St
 func count(_ client: PostgresClient, _ schema: SQLIdentifier, _ table: String, where condition: String = "true") async throws -> Int {
     try await queryInt(client, PostgresQuery(unsafeSQL: "SELECT count(*)::int8 FROM \(schema.quoted).\(table) WHERE \(condition)"))
 }
+
+/// The two ways to claim and finish events: one per call, or in batches (here batches of one). The seed tests
+/// run against both, since the batch path must keep exactly the same transitions.
+enum ClaimPath: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case single, batch
+
+    var testDescription: String { rawValue }
+
+    func claim(_ registry: ProcessedEventRegistry, handler: String, eventID: String, aggregateID: String? = nil, sequence: Int64? = nil) async throws -> ClaimOutcome {
+        switch self {
+        case .single:
+            return try await registry.claim(handler: handler, eventID: eventID, aggregateID: aggregateID, sequence: sequence)
+        case .batch:
+            let outcomes = try await registry.claimBatch(handler: handler, [EventDelivery(eventID: eventID, aggregateID: aggregateID, sequence: sequence)])
+            return try #require(outcomes.first)
+        }
+    }
+
+    func markDone(_ registry: ProcessedEventRegistry, handler: String, eventID: String) async throws {
+        switch self {
+        case .single:
+            try await registry.markDone(handler: handler, eventID: eventID)
+        case .batch:
+            if let error = try await registry.markDoneBatch(handler: handler, eventIDs: [eventID]).first?.error { throw error }
+        }
+    }
+}
