@@ -108,8 +108,16 @@ extension ProdReadyError {
         }
         let retriableStates: Set<String> = ["40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"]
         let retriable = retriableStates.contains(sqlState) || sqlState.hasPrefix("08")
-        let code: ProdReadyError.Code = sqlState.hasPrefix("08") ? .connectionFailed : (sqlState.hasPrefix("22") || sqlState.hasPrefix("23") ? .invalidArgument : .serverError)
-        return ProdReadyError(code, "\(doing): \(postgresErrorSummary(psql))", retriable: retriable, underlying: error, file: file, line: line)
+        let code: ProdReadyError.Code
+        switch sqlState {
+        case _ where sqlState.hasPrefix("08"): code = .connectionFailed
+        case _ where sqlState.hasPrefix("22") || sqlState.hasPrefix("23"): code = .invalidArgument
+        case "42P01", "3F000", "42883": code = .notFound  // undefined table, schema or function: not migrated, or a wrong schema
+        case "28P01", "28000", "42501": code = .accessDenied
+        default: code = .serverError
+        }
+        // The server's message and SQLSTATE are the whole story; PSQLError's own description hides them.
+        return ProdReadyError(code, "\(doing): \(postgresErrorSummary(psql))", retriable: retriable, underlying: nil, file: file, line: line)
     }
 }
 

@@ -105,8 +105,17 @@ public struct ProcessedEventRegistry: Sendable {
     /// event that is already done or stale is a no-op; one owned by someone else, or never claimed, is an error.
     public func markDone(handler: String, eventID: String) async throws {
         try Self.validate(handler: handler, eventID: eventID)
-        let results = try await markDoneBatch(handler: handler, eventIDs: [eventID])
-        if let failure = results.first?.error { throw failure }
+        let query: PostgresQuery = """
+            SELECT done_result, current_status, current_owner
+            FROM \(unescaped: schema.quoted).prodready_mark_done(\(handler), \(eventID), \(owner))
+            """
+        let rows = try await run("marking \(handler)/\(eventID) done") { try await client.query(query, logger: logger).collect() }
+        guard let row = rows.first else { throw ProdReadyError(.protocolError, "mark_done returned no row") }
+        let (result, status, currentOwner) = try row.decode((String, String?, String?).self)
+        switch result {
+        case "done", "already_done": return
+        default: throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done")
+        }
     }
 
     /// Records a failure of a claimed event (error text truncated to 4,000 characters). The next claim
@@ -134,12 +143,9 @@ public struct ProcessedEventRegistry: Sendable {
     public func heartbeat(handler: String, eventID: String) async throws -> Bool {
         try Self.validate(handler: handler, eventID: eventID)
         let s = schema.quoted
-        let query: PostgresQuery = """
-            UPDATE \(unescaped: s).processed_events SET heartbeat_at = now()
-            WHERE handler = \(handler) AND event_id = \(eventID) AND status = 'processing' AND owner = \(owner) RETURNING 1
-            """
+        let query: PostgresQuery = "SELECT \(unescaped: s).prodready_heartbeat(\(handler), \(eventID), \(owner))"
         let rows = try await run("heartbeat for \(handler)/\(eventID)") { try await client.query(query, logger: logger).collect() }
-        return !rows.isEmpty
+        return try rows.first?.decode(Bool.self) ?? false
     }
 
     /// Runs a long `body` while refreshing the event's lease every `interval`. If a heartbeat finds the lease
@@ -210,18 +216,23 @@ public struct ProcessedEventRegistry: Sendable {
         for eventID in eventIDs { try Self.validate(handler: handler, eventID: eventID) }
         let s = schema.quoted
         let query: PostgresQuery = """
-            SELECT done_event_id, done_result, current_status, current_owner
+            SELECT done_ordinal, done_result, current_status, current_owner
             FROM \(unescaped: s).prodready_mark_done_batch(\(handler), \(eventIDs), \(owner))
             """
         let rows = try await run("marking \(eventIDs.count) events of \(handler) done") { try await client.query(query, logger: logger).collect() }
-        return try rows.map { row in
-            let (eventID, result, status, currentOwner) = try row.decode((String, String, String?, String?).self)
+        var results = [MarkResult?](repeating: nil, count: eventIDs.count)
+        for row in rows {
+            let (ordinal, result, status, currentOwner) = try row.decode((Int64, String, String?, String?).self)
+            guard (1...Int64(eventIDs.count)).contains(ordinal) else { throw ProdReadyError(.protocolError, "mark_done_batch returned ordinal \(ordinal)") }
+            let eventID = eventIDs[Int(ordinal) - 1]
             switch result {
-            case "done", "already_done": return MarkResult(eventID: eventID, error: nil)
+            case "done", "already_done": results[Int(ordinal) - 1] = MarkResult(eventID: eventID, error: nil)
             default:
-                return MarkResult(eventID: eventID, error: ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done"))
+                results[Int(ordinal) - 1] = MarkResult(eventID: eventID, error: ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done"))
             }
         }
+        guard results.allSatisfy({ $0 != nil }) else { throw ProdReadyError(.protocolError, "mark_done_batch answered \(rows.count) of \(eventIDs.count) events") }
+        return results.map { $0! }
     }
 
     // MARK: - Helpers
