@@ -109,13 +109,7 @@ public struct ProcessedEventRegistry: Sendable {
             SELECT done_result, current_status, current_owner
             FROM \(unescaped: schema.quoted).prodready_mark_done(\(handler), \(eventID), \(owner))
             """
-        let rows = try await run("marking \(handler)/\(eventID) done") { try await client.query(query, logger: logger).collect() }
-        guard let row = rows.first else { throw ProdReadyError(.protocolError, "mark_done returned no row") }
-        let (result, status, currentOwner) = try row.decode((String, String?, String?).self)
-        switch result {
-        case "done", "already_done": return
-        default: throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done")
-        }
+        try await finish(query, handler: handler, eventID: eventID, doing: "mark done", succeeded: ["done", "already_done"])
     }
 
     /// Records a failure of a claimed event (error text truncated to 4,000 characters). The next claim
@@ -129,12 +123,16 @@ public struct ProcessedEventRegistry: Sendable {
             SELECT failed_result, current_status, current_owner
             FROM \(unescaped: s).prodready_mark_failed(\(handler), \(eventID), \(owner), \(storable))
             """
-        let rows = try await run("marking \(handler)/\(eventID) failed") { try await client.query(query, logger: logger).collect() }
-        guard let row = rows.first else { throw ProdReadyError(.protocolError, "mark_failed returned no row") }
+        try await finish(query, handler: handler, eventID: eventID, doing: "mark failed", succeeded: ["failed", "already_done"])
+    }
+
+    /// Runs a mark function answering (result, current status, current owner) and turns a refusal into an error.
+    private func finish(_ query: PostgresQuery, handler: String, eventID: String, doing: String, succeeded: Set<String>) async throws {
+        let rows = try await run("\(doing) \(handler)/\(eventID)") { try await client.query(query, logger: logger).collect() }
+        guard let row = rows.first else { throw ProdReadyError(.protocolError, "\(doing) returned no row") }
         let (result, status, currentOwner) = try row.decode((String, String?, String?).self)
-        switch result {
-        case "failed", "already_done": return
-        default: throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark failed")
+        guard succeeded.contains(result) else {
+            throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: doing)
         }
     }
 
