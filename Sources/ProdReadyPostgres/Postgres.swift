@@ -1,6 +1,7 @@
 public import ProdReadyCore
 public import PostgresNIO
 public import Logging
+import NIOPosix
 
 /// Parses `postgresql://user:password@host:port/database`.
 public struct PostgresURL: Sendable {
@@ -151,7 +152,18 @@ public func withPostgresClients<Result: Sendable>(
     logger: Logger = Logger(label: "prodready.postgres", factory: { _ in SwiftLogNoOpLogHandler() }),
     _ body: ([PostgresClient]) async throws -> Result
 ) async throws -> Result {
-    let configuration = try PostgresURL(url).clientConfiguration(maximumConnections: maximumConnections)
+    let parsed = try PostgresURL(url)
+    // A pool retries refused connections for as long as a request waits for one, so an unreachable server
+    // would hang the first query; one direct connection first turns that into a prompt, clear error.
+    do {
+        let probe = try await PostgresConnection.connect(
+            on: MultiThreadedEventLoopGroup.singleton.any(), configuration: parsed.configuration, id: 0, logger: logger
+        )
+        try await probe.close()
+    } catch {
+        throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true)
+    }
+    let configuration = parsed.clientConfiguration(maximumConnections: maximumConnections)
     let clients = (0..<max(1, count)).map { _ in PostgresClient(configuration: configuration, backgroundLogger: logger) }
     return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
         for client in clients {

@@ -123,6 +123,22 @@ struct CLITests {
         #expect(outcome.output.contains(message), "output: \(outcome.output)")
     }
 
+    @Test("outbox and reliability-bench commands refuse bad input with a precise message and a non-zero exit", arguments: [
+        (["outbox", "status", "--schema", "Bad;", "--database-url", "postgresql://u@127.0.0.1:1/db"], "is not a valid identifier"),
+        (["outbox", "status", "--schema", "app", "--database-url", "mysql://u@127.0.0.1/db"], "must start with postgresql://"),
+        (["outbox", "status", "--schema", "app", "--database-url", "postgresql://u@127.0.0.1:1/db"], "cannot connect to PostgreSQL at"),
+        (["outbox", "status", "--schema", "app"], "no database: pass --database-url or set POSTGRES_URL"),
+        (["outbox", "requeue", "--schema", "app"], "pass either --event-id (one or more) or --all-failed"),
+        (["outbox", "relay", "--schema", "app", "--sink-table", "t", "--batch-size", "0"], "--batch-size must be between 1 and 10000"),
+        (["outbox", "relay", "--schema", "app", "--sink-table", "t", "--claim-timeout-ms", "1"], "--claim-timeout-ms must be at least 10"),
+        (["bench", "reliability", "--workers", "0"], "--workers must be between 1 and 64"),
+    ])
+    func badReliabilityArguments(arguments: [String], message: String) async throws {
+        let outcome = try await Self.prodready(arguments, environment: ["POSTGRES_URL": ""])
+        #expect(outcome.status != 0)
+        #expect(outcome.output.contains(message), "output: \(outcome.output)")
+    }
+
     @Test("a missing server binary is named together with the install step that provides it")
     func missingBinary() async throws {
         let home = "\(TestInfrastructure.shared.home)/scratch/\(uniqueName("empty"))"
