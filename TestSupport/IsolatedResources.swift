@@ -34,19 +34,6 @@ func runThenCleanUp<Result>(_ body: () async throws -> Result, cleanUp: () async
 
 let testLogger = Logger(label: "prodready.tests", factory: { _ in SwiftLogNoOpLogHandler() })
 
-/// Opens one Postgres connection to `url`.
-public func connectPostgres(_ url: String) async throws -> PostgresConnection {
-    let parsed = try PostgresURL(url)
-    let configuration = PostgresConnection.Configuration(
-        host: parsed.host, port: parsed.port, username: parsed.user, password: parsed.password, database: parsed.database, tls: .disable
-    )
-    do {
-        return try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: testLogger)
-    } catch {
-        throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true, underlying: error)
-    }
-}
-
 /// Runs `body` with one Postgres connection, closed afterwards whatever happens.
 @discardableResult
 public func withPostgresConnection<Result: Sendable>(

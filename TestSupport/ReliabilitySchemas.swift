@@ -19,10 +19,3 @@ public func withReliabilitySchema<Result: Sendable>(
         })
     }
 }
-
-/// Reads one integer (e.g. a count) with `query`.
-public func queryInt(_ client: PostgresClient, _ query: PostgresQuery) async throws -> Int {
-    let rows = try await client.query(query, logger: testLogger).collect()
-    guard let row = rows.first else { throw ProdReadyError(.protocolError, "query returned no row") }
-    return Int(try row.decode(Int64.self))
-}

@@ -68,15 +68,7 @@ public enum HealthProbe {
     }
 
     public static func postgres(url: String) async throws -> String {
-        let configuration = try PostgresURL(url).configuration
-        let connection: PostgresConnection
-        do {
-            connection = try await PostgresConnection.connect(
-                on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: quietLogger
-            )
-        } catch {
-            throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true, underlying: error)
-        }
+        let connection = try await connectPostgres(url, logger: quietLogger)
         do {
             let rows = try await connection.query("SELECT 41 + 1 AS answer", logger: quietLogger)
             var answer = 0

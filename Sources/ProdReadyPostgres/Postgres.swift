@@ -96,18 +96,13 @@ extension ProdReadyError {
     /// the server refusing this request. `doing` says what was attempted; the query text is never included.
     public static func postgres(_ error: any Error, doing: String, file: String = #fileID, line: Int = #line) -> ProdReadyError {
         if let error = error as? ProdReadyError { return error }
-        if let transaction = error as? PostgresTransactionError {
-            // What the transaction's body threw is the real error; otherwise BEGIN or COMMIT failed.
-            if let closureError = transaction.closureError { return postgres(closureError, doing: doing, file: file, line: line) }
-            if let cause = transaction.commitError ?? transaction.beginError { return postgres(cause, doing: doing, file: file, line: line) }
-        }
         guard let psql = error as? PSQLError else {
             return ProdReadyError(.connectionFailed, "\(doing): \(error)", retriable: true, underlying: error, file: file, line: line)
         }
         guard let sqlState = psql.serverInfo?[.sqlState] else {
             return ProdReadyError(.connectionFailed, "\(doing): \(postgresErrorSummary(psql))", retriable: true, underlying: error, file: file, line: line)
         }
-        let retriableStates: Set<String> = ["40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300", "08000", "08003", "08006"]
+        let retriableStates: Set<String> = ["40001", "40P01", "55P03", "57P01", "57P02", "57P03", "53300"]
         let retriable = retriableStates.contains(sqlState) || sqlState.hasPrefix("08")
         let code: ProdReadyError.Code
         switch sqlState {
@@ -143,6 +138,44 @@ public struct SQLIdentifier: Sendable, Hashable, CustomStringConvertible {
     public var description: String { name }
 }
 
+/// Runs `body` in one transaction on a pooled connection. What `body` throws reaches the caller unchanged (the
+/// transaction is rolled back); a failed BEGIN, COMMIT or connection lease becomes a classified `ProdReadyError`.
+public func withPostgresTransaction<Result: Sendable>(
+    _ client: PostgresClient,
+    logger: Logger,
+    doing: String,
+    _ body: (PostgresConnection) async throws -> Result
+) async throws -> Result {
+    do {
+        return try await client.withTransaction(logger: logger) { connection in try await body(connection) }
+    } catch let error as PostgresTransactionError {
+        if let bodyError = error.closureError { throw bodyError }
+        throw ProdReadyError.postgres(error.commitError ?? error.beginError ?? error, doing: doing)
+    } catch let error as PSQLError {
+        throw ProdReadyError.postgres(error, doing: doing)
+    }
+}
+
+/// Opens one connection to `url`; a refusal or timeout is a retriable `connection_failed` naming the server.
+public func connectPostgres(
+    _ url: String,
+    logger: Logger = Logger(label: "prodready.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
+) async throws -> PostgresConnection {
+    let configuration = try PostgresURL(url).configuration
+    do {
+        return try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: logger)
+    } catch {
+        throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true)
+    }
+}
+
+/// Reads one integer (a count, say) with `query`.
+public func queryInt(_ client: PostgresClient, _ query: PostgresQuery) async throws -> Int {
+    let rows = try await client.query(query).collect()
+    guard let row = rows.first else { throw ProdReadyError(.protocolError, "query returned no row") }
+    return Int(try row.decode(Int64.self))
+}
+
 /// Runs `body` with connection pools to `url` — `count` independent pools of at most `maximumConnections`
 /// each — running in the background, and shuts them down when `body` returns or throws.
 public func withPostgresClients<Result: Sendable>(
@@ -155,14 +188,7 @@ public func withPostgresClients<Result: Sendable>(
     let parsed = try PostgresURL(url)
     // A pool retries refused connections for as long as a request waits for one, so an unreachable server
     // would hang the first query; one direct connection first turns that into a prompt, clear error.
-    do {
-        let probe = try await PostgresConnection.connect(
-            on: MultiThreadedEventLoopGroup.singleton.any(), configuration: parsed.configuration, id: 0, logger: logger
-        )
-        try await probe.close()
-    } catch {
-        throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true)
-    }
+    try await connectPostgres(url, logger: logger).close()
     let configuration = parsed.clientConfiguration(maximumConnections: maximumConnections)
     let clients = (0..<max(1, count)).map { _ in PostgresClient(configuration: configuration, backgroundLogger: logger) }
     return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in

@@ -73,67 +73,15 @@ public struct EventEnvelope<Payload: EventPayload>: Sendable {
 
 /// The type-independent fields of an envelope, read without knowing the payload type: what relays, sinks and
 /// dead-letter handlers need.
-public struct EnvelopeHeader: Sendable, Equatable, Decodable {
+public struct EnvelopeHeader: Sendable, Equatable, Codable {
     public var id: String
     public var type: String
     public var version: Int
     public var aggregateID: String?
     public var sequence: Int64?
+    public var occurredAt: Date
     public var correlationID: String?
     public var causationID: String?
-
-    enum CodingKeys: String, CodingKey {
-        case id, type, version, sequence
-        case aggregateID = "aggregate_id"
-        case correlationID = "correlation_id"
-        case causationID = "causation_id"
-    }
-
-    /// Parses and checks the envelope fields of `bytes`: valid JSON, an object, non-empty id and type,
-    /// version ≥ 1, a `payload` member and an `occurred_at` timestamp.
-    public static func decode(_ bytes: some Collection<UInt8>) throws -> EnvelopeHeader {
-        let data = Data(bytes)
-        guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
-            let valid = (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil
-            throw ProdReadyError(.invalidArgument, valid ? "an event envelope must be a JSON object" : "the event is not valid JSON (\(data.count) bytes)")
-        }
-        let header: EnvelopeHeader
-        do {
-            header = try EnvelopeCoding.decoder.decode(EnvelopeHeader.self, from: data)
-            _ = try EnvelopeCoding.decoder.decode(EnvelopeRequiredFields.self, from: data)
-        } catch {
-            throw ProdReadyError(.invalidArgument, "the event envelope is incomplete: \(describe(error))", underlying: error)
-        }
-        guard !header.id.isEmpty else { throw ProdReadyError(.invalidArgument, "the event envelope has an empty id") }
-        guard !header.type.isEmpty else { throw ProdReadyError(.invalidArgument, "event \(header.id) has an empty type") }
-        guard header.version >= 1 else { throw ProdReadyError(.invalidArgument, "event \(header.id) has version \(header.version); versions start at 1") }
-        return header
-    }
-}
-
-private struct EnvelopeRequiredFields: Decodable {
-    struct AnyJSON: Decodable {}
-    let occurredAt: Date
-    enum CodingKeys: String, CodingKey { case occurredAt = "occurred_at", payload }
-    init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        occurredAt = try container.decode(Date.self, forKey: .occurredAt)
-        guard container.contains(.payload) else {
-            throw DecodingError.keyNotFound(CodingKeys.payload, .init(codingPath: [], debugDescription: "no payload"))
-        }
-    }
-}
-
-struct WireEnvelope<Payload: EventPayload>: Codable {
-    var id: String
-    var type: String
-    var version: Int
-    var aggregateID: String?
-    var sequence: Int64?
-    var occurredAt: Date
-    var correlationID: String?
-    var causationID: String?
-    var payload: Payload
 
     enum CodingKeys: String, CodingKey {
         case id, type, version, sequence, payload
@@ -143,7 +91,8 @@ struct WireEnvelope<Payload: EventPayload>: Codable {
         case causationID = "causation_id"
     }
 
-    init(_ envelope: EventEnvelope<Payload>) {
+    /// The header of an envelope built in this process: nothing to parse.
+    init<Payload: EventPayload>(_ envelope: EventEnvelope<Payload>) {
         id = envelope.id
         type = envelope.type
         version = envelope.version
@@ -152,11 +101,88 @@ struct WireEnvelope<Payload: EventPayload>: Codable {
         occurredAt = envelope.occurredAt
         correlationID = envelope.correlationID
         causationID = envelope.causationID
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        id = try container.decode(String.self, forKey: .id)
+        type = try container.decode(String.self, forKey: .type)
+        version = try container.decode(Int.self, forKey: .version)
+        aggregateID = try container.decodeIfPresent(String.self, forKey: .aggregateID)
+        sequence = try container.decodeIfPresent(Int64.self, forKey: .sequence)
+        occurredAt = try container.decode(Date.self, forKey: .occurredAt)
+        correlationID = try container.decodeIfPresent(String.self, forKey: .correlationID)
+        causationID = try container.decodeIfPresent(String.self, forKey: .causationID)
+        guard container.contains(.payload) else {
+            throw DecodingError.keyNotFound(CodingKeys.payload, .init(codingPath: [], debugDescription: "no payload"))
+        }
+    }
+
+    /// Encodes every field but the payload, which `WireEnvelope` adds beside them.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(id, forKey: .id)
+        try container.encode(type, forKey: .type)
+        try container.encode(version, forKey: .version)
+        try container.encodeIfPresent(aggregateID, forKey: .aggregateID)
+        try container.encodeIfPresent(sequence, forKey: .sequence)
+        try container.encode(occurredAt, forKey: .occurredAt)
+        try container.encodeIfPresent(correlationID, forKey: .correlationID)
+        try container.encodeIfPresent(causationID, forKey: .causationID)
+    }
+
+    /// Parses and checks the envelope fields of `bytes`: valid JSON, an object, non-empty id and type,
+    /// version ≥ 1, a `payload` member and an `occurred_at` timestamp.
+    public static func decode(_ bytes: some Collection<UInt8>) throws -> EnvelopeHeader {
+        let data = Data(bytes)
+        let header: EnvelopeHeader
+        do {
+            header = try EnvelopeCoding.decoder.decode(EnvelopeHeader.self, from: data)
+        } catch {
+            // Only a failed decode pays for finding out whether the bytes were JSON, or an object, at all.
+            guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+                let valid = (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil
+                throw ProdReadyError(.invalidArgument, valid ? "an event envelope must be a JSON object" : "the event is not valid JSON (\(data.count) bytes)")
+            }
+            throw ProdReadyError(.invalidArgument, "the event envelope is incomplete: \(describe(error))", underlying: error)
+        }
+        try header.validate()
+        return header
+    }
+
+    func validate() throws {
+        guard !id.isEmpty else { throw ProdReadyError(.invalidArgument, "the event envelope has an empty id") }
+        guard !type.isEmpty else { throw ProdReadyError(.invalidArgument, "event \(id) has an empty type") }
+        guard version >= 1 else { throw ProdReadyError(.invalidArgument, "event \(id) has version \(version); versions start at 1") }
+    }
+}
+
+/// The wire form: the header's fields and `payload`, side by side in one JSON object.
+struct WireEnvelope<Payload: EventPayload>: Codable {
+    var header: EnvelopeHeader
+    var payload: Payload
+
+    init(_ envelope: EventEnvelope<Payload>) {
+        header = EnvelopeHeader(envelope)
         payload = envelope.payload
     }
 
+    init(from decoder: any Decoder) throws {
+        header = try EnvelopeHeader(from: decoder)
+        payload = try decoder.container(keyedBy: EnvelopeHeader.CodingKeys.self).decode(Payload.self, forKey: .payload)
+    }
+
+    func encode(to encoder: any Encoder) throws {
+        try header.encode(to: encoder)
+        var container = encoder.container(keyedBy: EnvelopeHeader.CodingKeys.self)
+        try container.encode(payload, forKey: .payload)
+    }
+
     var envelope: EventEnvelope<Payload> {
-        EventEnvelope(id: id, aggregateID: aggregateID, sequence: sequence, occurredAt: occurredAt, correlationID: correlationID, causationID: causationID, payload: payload)
+        EventEnvelope(
+            id: header.id, aggregateID: header.aggregateID, sequence: header.sequence, occurredAt: header.occurredAt,
+            correlationID: header.correlationID, causationID: header.causationID, payload: payload
+        )
     }
 }
 

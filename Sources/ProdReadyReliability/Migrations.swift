@@ -57,7 +57,7 @@ public struct MigrationRunner: Sendable {
         let migrations = self.migrations
         let latest = latestVersion
         do {
-            return try await client.withTransaction(logger: logger) { connection in
+            return try await withPostgresTransaction(client, logger: logger, doing: "migrating schema '\(schema.name)'") { connection in
                 // Different schemas migrate in parallel; one schema's runs queue here.
                 try await connection.query("SELECT pg_advisory_xact_lock(hashtext(\("prodready_migrations:" + schema.name)))", logger: logger)
                 try await connection.query(PostgresQuery(unsafeSQL: """

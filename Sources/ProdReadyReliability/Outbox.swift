@@ -23,12 +23,18 @@ public struct OutboxMessage: Sendable {
     public init<Payload: EventPayload>(
         _ envelope: EventEnvelope<Payload>, source: String, subject: String? = nil, idempotencyKey: String? = nil, maxRetries: Int = 3
     ) throws {
-        try self.init(envelopeJSON: try envelope.encoded(), source: source, subject: subject, idempotencyKey: idempotencyKey, maxRetries: maxRetries)
+        let header = EnvelopeHeader(envelope)
+        try header.validate()
+        try self.init(header: header, eventData: try envelope.encoded(), source: source, subject: subject, idempotencyKey: idempotencyKey, maxRetries: maxRetries)
     }
 
     /// For events that arrive already encoded (from another service): the bytes must be a complete envelope.
     public init(envelopeJSON: [UInt8], source: String, subject: String? = nil, idempotencyKey: String? = nil, maxRetries: Int = 3) throws {
-        header = try EnvelopeHeader.decode(envelopeJSON)
+        try self.init(header: try EnvelopeHeader.decode(envelopeJSON), eventData: envelopeJSON, source: source, subject: subject, idempotencyKey: idempotencyKey, maxRetries: maxRetries)
+    }
+
+    private init(header: EnvelopeHeader, eventData: [UInt8], source: String, subject: String?, idempotencyKey: String?, maxRetries: Int) throws {
+        self.header = header
         try ProcessedEventRegistry.validateText(header.id, name: "event id")
         try ProcessedEventRegistry.validateText(header.type, name: "event type")
         try ProcessedEventRegistry.validateText(source, name: "source")
@@ -36,7 +42,7 @@ public struct OutboxMessage: Sendable {
         guard (0...100).contains(maxRetries) else {
             throw ProdReadyError(.invalidArgument, "max retries must be between 0 and 100, got \(maxRetries)")
         }
-        eventData = envelopeJSON
+        self.eventData = eventData
         self.source = source
         self.subject = subject
         self.idempotencyKey = idempotencyKey
@@ -119,18 +125,10 @@ public struct Outbox: Sendable {
     public func transaction<Result: Sendable>(_ body: (OutboxTransaction) async throws -> Result) async throws -> Result {
         let schema = self.schema
         let logger = self.logger
-        do {
-            return try await client.withTransaction(logger: logger) { connection in
-                let transaction = OutboxTransaction(connection: connection, schema: schema, logger: logger)
-                defer { transaction.isOpen = false }
-                return try await body(transaction)
-            }
-        } catch let error as PostgresTransactionError {
-            // The body's own error reaches the caller unchanged; a failed BEGIN or COMMIT is classified.
-            if let bodyError = error.closureError { throw bodyError }
-            throw ProdReadyError.postgres(error, doing: "running an outbox transaction")
-        } catch let error as PSQLError {
-            throw ProdReadyError.postgres(error, doing: "running an outbox transaction")
+        return try await withPostgresTransaction(client, logger: logger, doing: "running an outbox transaction") { connection in
+            let transaction = OutboxTransaction(connection: connection, schema: schema, logger: logger)
+            defer { transaction.isOpen = false }
+            return try await body(transaction)
         }
     }
 

@@ -148,6 +148,17 @@ public struct OutboxRelay: Service {
         }
     }
 
+    /// Relays pass after pass until one finds nothing to claim; returns the passes' sum.
+    @discardableResult
+    public func drain() async throws -> RelayPass {
+        var total = RelayPass()
+        while true {
+            let pass = try await relayOnce()
+            if pass.claimed == 0 { return total }
+            total.add(pass)
+        }
+    }
+
     /// Claims one batch, publishes it and records the outcome of every row.
     @discardableResult
     public func relayOnce() async throws -> RelayPass {

@@ -92,12 +92,7 @@ struct OutboxCommand: AsyncParsableCommand {
                     let relay = try OutboxRelay(client: client, schema: schema, sink: sink, options: options)
                     progress("relay \(options.relayID) ready (schema \(schema), sink table \(table))")
                     if untilEmpty {
-                        var total = RelayPass()
-                        while true {
-                            let pass = try await relay.relayOnce()
-                            if pass.claimed == 0 { break }
-                            total.add(pass)
-                        }
+                        let total = try await relay.drain()
                         print("published \(total.published), failed \(total.failed), parked \(total.parked)")
                         return
                     }

@@ -134,7 +134,7 @@ struct ReliabilityBench: AsyncParsableCommand {
         let batchCount = (batchEvents + batchSize - 1) / batchSize
         let eventsPerBatch = batchSize
         let total = batchEvents
-        var batches = try await validator.measure(
+        let batches = try await validator.measure(
             "batch path, \(workerCount) workers × \(batchSize) per claim (batches)",
             thresholds: [],
             operations: batchCount,
@@ -154,8 +154,7 @@ struct ReliabilityBench: AsyncParsableCommand {
         perEvent.record(operations: total)
         perEvent.elapsed = batches.elapsed
         await validator.add(perEvent)
-        batches = perEvent
-        let done = try await count(clients[0], "SELECT count(*)::int8 FROM \(schema.quoted).processed_events WHERE status = 'done' AND handler IN ('throughput', 'batch')")
+        let done = try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(*)::int8 FROM \(schema.quoted).processed_events WHERE status = 'done' AND handler IN ('throughput', 'batch')"))
         guard done == events + total else {
             throw ProdReadyError(.protocolError, "expected \(events + total) done rows after the run, found \(done)")
         }
@@ -208,17 +207,12 @@ struct ReliabilityBench: AsyncParsableCommand {
         passes.forEach { relayMeasurement.record(latency: $0) }
         relayMeasurement.record(operations: outboxRows - passes.count)
         await validator.add(relayMeasurement)
-        let delivered = try await count(clients[0], "SELECT count(DISTINCT event_id)::int8 FROM \(schema.quoted).bench_sink")
-        let deliveries = try await count(clients[0], "SELECT count(*)::int8 FROM \(schema.quoted).bench_sink")
+        let delivered = try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(DISTINCT event_id)::int8 FROM \(schema.quoted).bench_sink"))
+        let deliveries = try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(*)::int8 FROM \(schema.quoted).bench_sink"))
         guard delivered == outboxRows, deliveries == outboxRows else {
             throw ProdReadyError(.protocolError, "the sink holds \(deliveries) deliveries of \(delivered) events; expected \(outboxRows) of each")
         }
         progress("outbox: \(outboxRows) rows delivered exactly once (relay pass latencies are per \(relayBatch)-row batch)")
-    }
-
-    private func count(_ client: PostgresClient, _ sql: String) async throws -> Int {
-        let rows = try await client.query(PostgresQuery(unsafeSQL: sql)).collect()
-        return Int(try rows.first?.decode(Int64.self) ?? -1)
     }
 }
 

@@ -133,13 +133,9 @@ struct OutboxTests {
             let published = try await withThrowingTaskGroup(of: Int.self) { group in
                 for relay in relays {
                     group.addTask {
-                        var total = 0
-                        while true {
-                            let pass = try await relay.relayOnce()
-                            if pass.claimed == 0 { return total }
-                            #expect(pass.failed == 0 && pass.parked == 0)
-                            total += pass.published
-                        }
+                        let total = try await relay.drain()
+                        #expect(total.failed == 0 && total.parked == 0)
+                        return total.published
                     }
                 }
                 return try await group.reduce(into: [Int]()) { $0.append($1) }
@@ -181,12 +177,7 @@ struct OutboxTests {
             let killedAt = ContinuousClock.now
 
             let survivor = try OutboxRelay(client: clients[0], schema: schema, sink: sink, options: .init(relayID: "survivor", batchSize: 100, claimTimeout: claimTimeout))
-            var beforeDeadline = RelayPass()
-            while true {
-                let pass = try await survivor.relayOnce()
-                if pass.claimed == 0 { break }
-                beforeDeadline.add(pass)
-            }
+            let beforeDeadline = try await survivor.drain()
             if ContinuousClock.now - killedAt < claimTimeout - .milliseconds(200) {
                 #expect(beforeDeadline.published == 200, "only the rows nobody held")
                 #expect(try await count(clients[0], schema, "outbox_events", where: "status = 'processing' AND claimed_by = 'doomed'") == 100)
