@@ -159,6 +159,12 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // The messaging and storage clients against real servers.
+        .testTarget(
+            name: "ClientTests",
+            dependencies: ["TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyS3", "ProdReadyRedis", "ProdReadyKafka", "ProdReadyNATS"],
+            swiftSettings: strictSwift
+        ),
         // The five production-readiness suites.
         // The OMS suite starts `prodready outbox relay` as a child process to kill it.
         .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready"], swiftSettings: strictSwift),

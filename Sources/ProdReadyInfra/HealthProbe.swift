@@ -119,7 +119,7 @@ public enum HealthProbe {
         let key = "probe-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
         let body = Array("probe \(UInt64.random(in: 0...UInt64.max))".utf8)
         try await client.putObject(bucket: bucket, key: key, body: body)
-        let read = try await client.getObject(bucket: bucket, key: key)
+        let read = try await client.getObject(bucket: bucket, key: key).body
         guard read == body else { throw ProdReadyError(.protocolError, "S3 GET returned different bytes than PUT stored") }
         try await client.deleteObject(bucket: bucket, key: key)
         return "PUT/GET round trip"

@@ -7,7 +7,7 @@ import ProdReadyKafka
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: stack start-up (default) and the reliability primitives on PostgreSQL.",
-        subcommands: [StackBench.self, ReliabilityBench.self],
+        subcommands: [StackBench.self, ReliabilityBench.self, ClientBench.self],
         defaultSubcommand: StackBench.self
     )
 }

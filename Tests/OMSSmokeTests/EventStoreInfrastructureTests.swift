@@ -14,12 +14,12 @@ struct EventStoreInfrastructureTests {
         let endpoints = try await TestInfrastructure.shared.endpoints(for: [.s3])
         try await withS3Bucket(try #require(endpoints.s3)) { client, bucket in
             let key = "orders/order-1/00000000000000000001.json"
-            try await client.putObject(bucket: bucket, key: key, body: Array(#"{"type":"OrderPlaced"}"#.utf8), ifNoneMatch: true)
+            try await client.putObject(bucket: bucket, key: key, body: Array(#"{"type":"OrderPlaced"}"#.utf8), condition: .ifAbsent)
             let error = await #expect(throws: ProdReadyError.self) {
-                try await client.putObject(bucket: bucket, key: key, body: Array(#"{"type":"Conflicting"}"#.utf8), ifNoneMatch: true)
+                try await client.putObject(bucket: bucket, key: key, body: Array(#"{"type":"Conflicting"}"#.utf8), condition: .ifAbsent)
             }
             #expect(error?.code == .preconditionFailed)
-            #expect(try await client.getObject(bucket: bucket, key: key) == Array(#"{"type":"OrderPlaced"}"#.utf8))
+            #expect(try await client.getObject(bucket: bucket, key: key).body == Array(#"{"type":"OrderPlaced"}"#.utf8))
         }
     }
 
@@ -31,7 +31,7 @@ struct EventStoreInfrastructureTests {
                 for writer in 0..<20 {
                     group.addTask {
                         do {
-                            try await client.putObject(bucket: bucket, key: "orders/o/1.json", body: Array("writer \(writer)".utf8), ifNoneMatch: true)
+                            try await client.putObject(bucket: bucket, key: "orders/o/1.json", body: Array("writer \(writer)".utf8), condition: .ifAbsent)
                             return .success(writer)
                         } catch let error as ProdReadyError {
                             return .failure(error)
@@ -47,7 +47,7 @@ struct EventStoreInfrastructureTests {
             #expect(winners.count == 1, "winners: \(winners)")
             #expect(refusals.count == 19)
             #expect(refusals.allSatisfy { $0.code == .preconditionFailed }, "refusals: \(refusals.map(\.code))")
-            let stored = try await client.getObject(bucket: bucket, key: "orders/o/1.json")
+            let stored = try await client.getObject(bucket: bucket, key: "orders/o/1.json").body
             #expect(stored == Array("writer \(try #require(winners.first))".utf8))
         }
     }

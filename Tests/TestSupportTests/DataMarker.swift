@@ -95,7 +95,7 @@ struct DataMarker {
         case .s3:
             let s3 = endpoints.s3!
             let client = S3Client(configuration: try S3Configuration(endpoint: s3.url, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region))
-            let body = try await client.getObject(bucket: "marker", key: "deep/key.txt")
+            let body = try await client.getObject(bucket: "marker", key: "deep/key.txt").body
             return body == Array(token.utf8) ? nil : "object holds \(String(decoding: body, as: UTF8.self))"
         }
     }
