@@ -69,16 +69,10 @@ public func withRedisKeyPrefix<Result: Sendable>(
     let connection = try await RedisConnection(url: url)
     let prefix = uniqueName("t") + ":"
     func cleanUp() async throws {
-        var cursor = "0"
-        repeat {
-            let reply = try await connection.command(["SCAN", cursor, "MATCH", prefix + "*", "COUNT", "500"])
-            guard case .array(let parts) = reply, parts.count == 2, let next = parts[0].text, case .array(let keys) = parts[1] else {
-                throw ProdReadyError(.protocolError, "unexpected SCAN reply \(reply)")
-            }
-            let names = keys.compactMap(\.text)
-            if !names.isEmpty { try await connection.command(["DEL"] + names) }
-            cursor = next
-        } while cursor != "0"
+        let keys = try await connection.scanKeys(matching: prefix + "*")
+        for start in stride(from: 0, to: keys.count, by: 500) {
+            try await connection.delete(Array(keys[start..<min(start + 500, keys.count)]))
+        }
     }
     return try await runThenCleanUp({ try await body(connection, prefix) }, cleanUp: cleanUp)
 }

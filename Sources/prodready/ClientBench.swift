@@ -3,6 +3,7 @@ import Foundation
 import ProdReadyCore
 import ProdReadyInfra
 import ProdReadyPerformance
+import ProdReadyRedis
 import ProdReadyS3
 
 struct ClientBench: AsyncParsableCommand {
@@ -12,17 +13,23 @@ struct ClientBench: AsyncParsableCommand {
         discussion: """
         Boots a private embedded stack with the components measured, runs each measurement, prints one line per \
         measurement with percentiles and throughput, tears the stack down, and exits 1 if a target is missed. \
+        Redis: pipelined SET/GET on one connection (target >= 100,000 ops/s). \
         S3: PUT of small objects with several in flight (no target: the Python S3 server is the ceiling).
         """
     )
 
     enum Client: String, CaseIterable, ExpressibleByArgument {
+        case redis
         case s3
     }
 
     @OptionGroup var options: CommonOptions
     @Option(name: .long, parsing: .upToNextOption, help: "Clients to measure (default: all): \(Client.allCases.map(\.rawValue).joined(separator: ", ")).")
     var only: [Client] = Client.allCases
+    @Option(name: .long, help: "Redis operations (half SET, half GET).")
+    var redisOperations: Int = 1_000_000
+    @Option(name: .long, help: "Redis commands per pipeline.")
+    var redisPipeline: Int = 1_000
     @Option(name: .long, help: "S3 objects to PUT.")
     var s3Objects: Int = 5_000
     @Option(name: .long, help: "S3 object size in bytes.")
@@ -32,6 +39,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func validate() throws {
         for (name, value, range) in [
+            ("--redis-operations", redisOperations, 2...100_000_000), ("--redis-pipeline", redisPipeline, 2...100_000),
             ("--s3-objects", s3Objects, 1...1_000_000), ("--s3-object-size", s3ObjectSize, 0...(16 << 20)), ("--s3-in-flight", s3InFlight, 1...256),
         ] where !range.contains(value) {
             throw ValidationError("\(name) must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
@@ -40,7 +48,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func run() async throws {
         let home = options.resolvedHome
-        let components: [Component] = Set(only).map { switch $0 { case .s3: .s3 } }
+        let components: [Component] = Set(only).map { switch $0 { case .redis: .redis; case .s3: .s3 } }
         let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "bench-clients"), home: home, owned: true)
         let failed: [String]
         do {
@@ -49,6 +57,7 @@ struct ClientBench: AsyncParsableCommand {
             let validator = PerformanceValidator()
             for client in Client.allCases where only.contains(client) {
                 switch client {
+                case .redis: try await measureRedis(stack: stack, validator: validator)
                 case .s3: try await measureS3(stack: stack, validator: validator)
                 }
             }
@@ -62,6 +71,30 @@ struct ClientBench: AsyncParsableCommand {
             progress("below target:\n" + failed.joined(separator: "\n"))
             throw ExitCode(1)
         }
+    }
+
+    private func measureRedis(stack: NativeStack, validator: PerformanceValidator) async throws {
+        let url = try await stack.endpoints.redisURL.orThrow(ProdReadyError(.configuration, "the private stack has no Redis URL"))
+        let redis = try await RedisConnection(url: url)
+        let batchSize = redisPipeline / 2 * 2
+        let batches = (redisOperations + batchSize - 1) / batchSize
+        let value = [UInt8](repeating: UInt8(ascii: "v"), count: 100)
+        progress("Redis: \(batches * batchSize) operations in pipelines of \(batchSize) (SET then GET of the same keys, 100-byte values)")
+        let measurement = try await validator.measure(
+            "Redis pipelined SET/GET, 1 connection, \(batchSize) per pipeline (pipelines)", thresholds: [], operations: batches
+        ) { batch in
+            let keys = (0..<batchSize / 2).map { Array("bench:\(batch % 100):\($0)".utf8) }
+            let commands = keys.map { [Array("SET".utf8), $0, value] } + keys.map { [Array("GET".utf8), $0] }
+            let results = try await redis.pipeline(commands)
+            guard results.count == commands.count, results.suffix(keys.count).allSatisfy({ (try? $0.get()) == .string(value) }) else {
+                throw ProdReadyError(.protocolError, "pipeline \(batch) did not read back what it wrote")
+            }
+        }
+        var perOperation = await validator.newMeasurement("Redis pipelined SET/GET, 1 connection (ops/s)", thresholds: [.throughput(atLeast: 100_000)])
+        perOperation.record(operations: batches * batchSize)
+        perOperation.elapsed = measurement.elapsed
+        await validator.add(perOperation)
+        _ = try await redis.command(["FLUSHDB"])
     }
 
     private func measureS3(stack: NativeStack, validator: PerformanceValidator) async throws {
