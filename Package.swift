@@ -105,6 +105,12 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // Outbox sinks: the relay of ProdReadyReliability publishing through the broker clients.
+        .target(
+            name: "ProdReadySinks",
+            dependencies: ["ProdReadyCore", "ProdReadyReliability", "ProdReadyRedis"],
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "ProdReadyInfra",
             dependencies: [
@@ -162,7 +168,11 @@ let package = Package(
         // The messaging and storage clients against real servers.
         .testTarget(
             name: "ClientTests",
-            dependencies: ["TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyS3", "ProdReadyRedis", "ProdReadyKafka", "ProdReadyNATS"],
+            dependencies: [
+                "TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyS3", "ProdReadyRedis", "ProdReadyKafka", "ProdReadyNATS",
+                "ProdReadyReliability", "ProdReadySinks", "ProdReadyPostgres",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+            ],
             swiftSettings: strictSwift
         ),
         // The five production-readiness suites.
