@@ -70,7 +70,7 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
                 let source = try await infrastructure.source(for: requirement.components)
                 for component in requirement.components {
                     var health = await source.health(component)
-                    // One transient error from a server that did answer is not an outage: check again.
+                    // A transient error or a slow answer from a server that accepted the connection is not an outage: check again.
                     for _ in 0..<2 where !health.isHealthy && health.failureMayPass {
                         try await Task.sleep(for: .milliseconds(200))
                         health = await source.health(component)

@@ -18,7 +18,8 @@ public struct ComponentHealth: Sendable, Codable, CustomStringConvertible {
     /// What was checked or what went wrong.
     public var detail: String
     public var latencyMilliseconds: Double?
-    /// The server answered, but with an error that may pass (as opposed to refusing or not answering).
+    /// The server answered with an error that may pass, or accepted the connection but answered too late (as
+    /// opposed to refusing it): checking again may succeed.
     public var failureMayPass: Bool = false
 
     public var description: String {
@@ -58,8 +59,10 @@ public enum HealthProbe {
             let detail = try await withDeadline(timeout) { try await roundTrip(component, endpoints: endpoints, timeout: timeout) }
             return ComponentHealth(component: component, isHealthy: true, detail: detail, latencyMilliseconds: (clock.now - start).milliseconds)
         } catch {
-            let answeredWithError = (error as? ProdReadyError).map { $0.code == .serverError && $0.isRetriable } ?? false
-            return ComponentHealth(component: component, isHealthy: false, detail: "\(error)", latencyMilliseconds: nil, failureMayPass: answeredWithError)
+            // A server that answered with a transient error, or accepted the connection but was too busy to answer
+            // in time (moto on a loaded 2-core machine), is not down; a refused connection is.
+            let mayPass = (error as? ProdReadyError).map { ($0.code == .serverError && $0.isRetriable) || $0.code == .timeout } ?? false
+            return ComponentHealth(component: component, isHealthy: false, detail: "\(error)", latencyMilliseconds: nil, failureMayPass: mayPass)
         }
     }
 

@@ -159,7 +159,9 @@ struct ProcessedEventRegistryTests {
             let original = try registry(clients[0], schema, owner: "crashed", lease: .seconds(1))
             #expect(try await original.claim(handler: "orders", eventID: "e\(round)") == .claimed(attempt: 1))
             try await clients[0].query("UPDATE \(unescaped: schema.quoted).processed_events SET heartbeat_at = now() - interval '1 minute'")
-            let reclaimers = try clients.enumerated().map { index, client in try registry(client, schema, owner: "reclaimer-\(index)", lease: .seconds(1)) }
+            // The reclaimers' own lease is long: under load their claims may spread over more than a second, and a short
+            // lease would let a late reclaimer legitimately take the event over from the winner.
+            let reclaimers = try clients.enumerated().map { index, client in try registry(client, schema, owner: "reclaimer-\(index)", lease: .seconds(60)) }
             let outcomes = try await withThrowingTaskGroup(of: (String, ClaimOutcome).self) { group in
                 for reclaimer in reclaimers {
                     group.addTask { (reclaimer.owner, try await reclaimer.claim(handler: "orders", eventID: "e\(round)")) }
