@@ -32,7 +32,8 @@ public struct JetStreamPublishAck: Sendable, Equatable {
 /// A NATS connection with JetStream. Reconnects by itself (libnats keeps retrying forever and buffers
 /// publishes while disconnected); every libnats call runs on the connection's own blocking executor.
 public final class NATSConnection: @unchecked Sendable {
-    // @unchecked Sendable: the libnats handles below are only used on `executor`'s serial queue.
+    // @unchecked Sendable: libnats handles are thread-safe; they are used only on executors (this connection's
+    // serial queue, or a subscription's own queue for calls that block while waiting for messages).
     private let connection: OpaquePointer
     private let jetStream: OpaquePointer
     let executor: BlockingExecutor
@@ -147,9 +148,8 @@ public final class NATSConnection: @unchecked Sendable {
 
     /// Publishes and waits for the stream's acknowledgement. `messageID` becomes `Nats-Msg-Id`.
     public func publish(subject: String, payload: [UInt8], messageID: String? = nil, timeout: Duration = .seconds(5)) async throws -> JetStreamPublishAck {
-        guard !subject.isEmpty, !subject.contains(" ") else {
-            throw ProdReadyError(.invalidArgument, "NATS subject must be non-empty and contain no spaces, got '\(subject)'")
-        }
+        try validateSubject(subject, wildcardsAllowed: false)
+        if let messageID, messageID.isEmpty { throw ProdReadyError(.invalidArgument, "a Nats-Msg-Id must not be empty") }
         return try await executor.run { [self] in
             let jetStream = self.jetStream
             var options = jsPubOptions()
@@ -164,106 +164,20 @@ public final class NATSConnection: @unchecked Sendable {
                 js_Publish(&ack, jetStream, subject, bytes.baseAddress, Int32(bytes.count), &options, &errorCode)
             }
             guard status == NATS_OK, let ack else {
-                throw ProdReadyError(
-                    status == NATS_TIMEOUT || status == NATS_NO_RESPONDERS ? .timeout : .serverError,
-                    "JetStream publish to '\(subject)' failed: \(statusText(status))",
-                    retriable: status == NATS_TIMEOUT || status == NATS_NO_RESPONDERS || status == NATS_CONNECTION_CLOSED
-                )
+                throw publishError(status, subject: subject)
             }
             defer { jsPubAck_Destroy(ack) }
             return JetStreamPublishAck(stream: String(cString: ack.pointee.Stream), sequence: ack.pointee.Sequence, duplicate: ack.pointee.Duplicate)
         }
     }
 
-    /// Creates (or binds to) a durable pull consumer on `subject`.
+    /// Creates (or binds to) a durable pull consumer on `subject` with default settings.
     public func pullSubscribe(subject: String, durable: String) async throws -> JetStreamPullSubscription {
-        guard !subject.isEmpty, !durable.isEmpty else {
-            throw ProdReadyError(.invalidArgument, "a pull subscription needs a subject and a durable name")
-        }
-        let subscription: SendableHandle = try await executor.run { [self] in
-            let jetStream = self.jetStream
-            var subscription: OpaquePointer?
-            var errorCode = jsErrCode(0)
-            let status = js_PullSubscribe(&subscription, jetStream, subject, durable, nil, nil, &errorCode)
-            guard status == NATS_OK, let subscription else {
-                throw ProdReadyError(.serverError, "pull subscribe to '\(subject)' failed: \(statusText(status)) (JetStream error \(errorCode.rawValue))")
-            }
-            return SendableHandle(subscription)
-        }
-        return JetStreamPullSubscription(subscription: subscription.pointer, connection: self)
-    }
-}
-
-/// A consumed JetStream message; acknowledge it with `ack()`.
-public final class JetStreamMessage: @unchecked Sendable {
-    // @unchecked Sendable: `message` is only used on the owning connection's executor queue.
-    private let message: OpaquePointer
-    private let connection: NATSConnection
-    public let payload: [UInt8]
-
-    init(message: OpaquePointer, connection: NATSConnection) {
-        self.message = message
-        self.connection = connection
-        let length = Int(natsMsg_GetDataLength(message))
-        payload = natsMsg_GetData(message).map { [UInt8](UnsafeRawBufferPointer(start: $0, count: length)) } ?? []
+        try await pullSubscribe(subject: subject, consumer: JetStreamConsumerConfiguration(durable: durable))
     }
 
-    public func ack() async throws {
-        try await connection.executor.run { [self] in
-            let message = self.message
-            var errorCode = jsErrCode(0)
-            let status = natsMsg_AckSync(message, nil, &errorCode)
-            guard status == NATS_OK else {
-                throw ProdReadyError(.serverError, "JetStream ack failed: \(statusText(status))", retriable: true)
-            }
-        }
-    }
-
-    deinit {
-        let message = SendableHandle(message)
-        connection.executor.submit { natsMsg_Destroy(message.pointer) }
-    }
-}
-
-/// A durable pull consumer.
-public final class JetStreamPullSubscription: @unchecked Sendable {
-    // @unchecked Sendable: `subscription` is only used on the owning connection's executor queue.
-    private let subscription: OpaquePointer
-    private let connection: NATSConnection
-
-    init(subscription: OpaquePointer, connection: NATSConnection) {
-        self.subscription = subscription
-        self.connection = connection
-    }
-
-    /// Fetches up to `batch` messages, waiting at most `timeout`; an empty array when none arrived.
-    public func fetch(batch: Int, timeout: Duration) async throws -> [JetStreamMessage] {
-        let connection = self.connection
-        let pointers: [SendableHandle] = try await connection.executor.run { [self] in
-            let subscription = self.subscription
-            var list = natsMsgList()
-            var errorCode = jsErrCode(0)
-            let status = natsSubscription_Fetch(&list, subscription, Int32(batch), timeout.wholeMilliseconds, &errorCode)
-            if status == NATS_TIMEOUT { return [] }
-            guard status == NATS_OK else {
-                throw ProdReadyError(.serverError, "JetStream fetch failed: \(statusText(status))", retriable: true)
-            }
-            // Take ownership of each message, then free only the list's array.
-            var messages: [SendableHandle] = []
-            for index in 0..<Int(list.Count) {
-                if let message = list.Msgs[index] { messages.append(SendableHandle(message)) }
-                list.Msgs[index] = nil
-            }
-            natsMsgList_Destroy(&list)
-            return messages
-        }
-        return pointers.map { JetStreamMessage(message: $0.pointer, connection: connection) }
-    }
-
-    deinit {
-        let subscription = SendableHandle(subscription)
-        connection.executor.submit { natsSubscription_Destroy(subscription.pointer) }
-    }
+    /// The libnats handles, for the other files of this module (only to be used on an executor).
+    var handles: (connection: OpaquePointer, jetStream: OpaquePointer) { (connection, jetStream) }
 }
 
 private func check(_ status: natsStatus, _ what: String) throws {

@@ -3,6 +3,7 @@ import Foundation
 import ProdReadyCore
 import ProdReadyInfra
 import ProdReadyPerformance
+import ProdReadyNATS
 import ProdReadyRedis
 import ProdReadyS3
 
@@ -13,12 +14,14 @@ struct ClientBench: AsyncParsableCommand {
         discussion: """
         Boots a private embedded stack with the components measured, runs each measurement, prints one line per \
         measurement with percentiles and throughput, tears the stack down, and exits 1 if a target is missed. \
-        Redis: pipelined SET/GET on one connection (target >= 100,000 ops/s). \
+        JetStream: async windowed publish with acks and pull-consume with acks, file storage (targets >= 20,000 \
+        msg/s each). Redis: pipelined SET/GET on one connection (target >= 100,000 ops/s). \
         S3: PUT of small objects with several in flight (no target: the Python S3 server is the ceiling).
         """
     )
 
     enum Client: String, CaseIterable, ExpressibleByArgument {
+        case nats
         case redis
         case s3
     }
@@ -26,6 +29,12 @@ struct ClientBench: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
     @Option(name: .long, parsing: .upToNextOption, help: "Clients to measure (default: all): \(Client.allCases.map(\.rawValue).joined(separator: ", ")).")
     var only: [Client] = Client.allCases
+    @Option(name: .long, help: "JetStream messages (200 bytes each).")
+    var natsMessages: Int = 200_000
+    @Option(name: .long, help: "JetStream publishes in flight.")
+    var natsWindow: Int = 1_024
+    @Option(name: .long, help: "Messages per JetStream fetch.")
+    var natsFetch: Int = 500
     @Option(name: .long, help: "Redis operations (half SET, half GET).")
     var redisOperations: Int = 1_000_000
     @Option(name: .long, help: "Redis commands per pipeline.")
@@ -39,6 +48,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func validate() throws {
         for (name, value, range) in [
+            ("--nats-messages", natsMessages, 1...10_000_000), ("--nats-window", natsWindow, 1...65_536), ("--nats-fetch", natsFetch, 1...10_000),
             ("--redis-operations", redisOperations, 2...100_000_000), ("--redis-pipeline", redisPipeline, 2...100_000),
             ("--s3-objects", s3Objects, 1...1_000_000), ("--s3-object-size", s3ObjectSize, 0...(16 << 20)), ("--s3-in-flight", s3InFlight, 1...256),
         ] where !range.contains(value) {
@@ -48,7 +58,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func run() async throws {
         let home = options.resolvedHome
-        let components: [Component] = Set(only).map { switch $0 { case .redis: .redis; case .s3: .s3 } }
+        let components: [Component] = Set(only).map { switch $0 { case .nats: .nats; case .redis: .redis; case .s3: .s3 } }
         let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "bench-clients"), home: home, owned: true)
         let failed: [String]
         do {
@@ -57,6 +67,7 @@ struct ClientBench: AsyncParsableCommand {
             let validator = PerformanceValidator()
             for client in Client.allCases where only.contains(client) {
                 switch client {
+                case .nats: try await measureNATS(stack: stack, validator: validator)
                 case .redis: try await measureRedis(stack: stack, validator: validator)
                 case .s3: try await measureS3(stack: stack, validator: validator)
                 }
@@ -71,6 +82,42 @@ struct ClientBench: AsyncParsableCommand {
             progress("below target:\n" + failed.joined(separator: "\n"))
             throw ExitCode(1)
         }
+    }
+
+    private func measureNATS(stack: NativeStack, validator: PerformanceValidator) async throws {
+        let url = try await stack.endpoints.natsURL.orThrow(ProdReadyError(.configuration, "the private stack has no NATS URL"))
+        let nats = try await NATSConnection(url: url, name: "bench")
+        try await nats.createOrUpdateStream(JetStreamStreamConfiguration(name: "BENCH", subjects: ["bench.>"]))
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: 200)
+        progress("JetStream: publishing \(natsMessages) messages of 200 bytes, \(natsWindow) in flight")
+        let clock = ContinuousClock()
+        let chunk = 10_000
+        var publish = await validator.newMeasurement("JetStream async publish with acks, window \(natsWindow) (msg/s)", thresholds: [.throughput(atLeast: 20_000)])
+        let publishStart = clock.now
+        for start in stride(from: 0, to: natsMessages, by: chunk) {
+            let messages = (start..<min(start + chunk, natsMessages)).map { JetStreamOutgoing(subject: "bench.m", payload: payload, messageID: "m\($0)") }
+            let results = try await nats.publishAsync(messages, window: natsWindow, timeout: .seconds(30))
+            if let failure = results.first(where: { if case .failure = $0 { true } else { false } }) { _ = try failure.get() }
+        }
+        publish.elapsed = clock.now - publishStart
+        publish.record(operations: natsMessages)
+        await validator.add(publish)
+
+        progress("JetStream: pull-consuming with acks, \(natsFetch) per fetch")
+        let consumer = try await nats.pullSubscribe(subject: "bench.>", consumer: .init(durable: "bench"))
+        var consume = await validator.newMeasurement("JetStream pull-consume, \(natsFetch) per fetch, acked per batch (msg/s)", thresholds: [.throughput(atLeast: 20_000)])
+        let consumeStart = clock.now
+        var read = 0
+        while read < natsMessages {
+            let batch = try await consumer.fetch(batch: natsFetch, timeout: .seconds(5))
+            guard !batch.isEmpty else { throw ProdReadyError(.protocolError, "JetStream delivered \(read) of \(natsMessages) messages") }
+            try await nats.acknowledge(batch)
+            read += batch.count
+        }
+        consume.elapsed = clock.now - consumeStart
+        consume.record(operations: read)
+        await validator.add(consume)
+        try await nats.deleteStream("BENCH")
     }
 
     private func measureRedis(stack: NativeStack, validator: PerformanceValidator) async throws {
