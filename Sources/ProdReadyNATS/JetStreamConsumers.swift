@@ -242,7 +242,15 @@ public final class JetStreamPullSubscription: @unchecked Sendable {
         let pointers: [SendableHandle] = try await executor.run { [self] in
             var list = natsMsgList()
             var errorCode = jsErrCode(0)
-            let status = natsSubscription_Fetch(&list, subscription, Int32(batch), timeout.wholeMilliseconds, &errorCode)
+            let clock = ContinuousClock()
+            let deadline = clock.now + timeout
+            var status: natsStatus
+            repeat {
+                // A fetch can end early on the expiry notice of an earlier, shorter fetch that arrived late; wait
+                // out the rest of this one's time instead of reporting "nothing there".
+                let remaining = max(1, (deadline - clock.now).wholeMilliseconds)
+                status = natsSubscription_Fetch(&list, subscription, Int32(batch), remaining, &errorCode)
+            } while status == NATS_TIMEOUT && deadline - clock.now > .milliseconds(20)
             if status == NATS_TIMEOUT { return [] }
             guard status == NATS_OK else {
                 throw ProdReadyError(.serverError, "JetStream fetch for '\(name)' failed: \(lastErrorText(status))", retriable: isRetriable(status))
@@ -376,12 +384,18 @@ extension NATSConnection {
     }
 }
 
-/// A subject to publish on must be non-empty, without spaces or empty tokens, and (for publishing) without
-/// wildcards.
+/// NATS subject rules, checked before anything is sent.
+public enum NATSSubject {
+    /// A subject must be non-empty, without spaces or empty tokens, and (to publish on) without wildcards.
+    public static func validate(_ subject: String, wildcardsAllowed: Bool) throws {
+        try validateSubject(subject, wildcardsAllowed: wildcardsAllowed)
+    }
+}
+
 func validateSubject(_ subject: String, wildcardsAllowed: Bool) throws {
     let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
     guard !subject.isEmpty, !subject.contains(where: \.isWhitespace), tokens.allSatisfy({ !$0.isEmpty }) else {
-        throw ProdReadyError(.invalidArgument, "NATS subject must be non-empty dot-separated tokens without spaces, got '\(subject)'")
+        throw ProdReadyError(.invalidArgument, "NATS subject must be non-empty dot-separated tokens with no spaces, got '\(subject)'")
     }
     if !wildcardsAllowed, tokens.contains(where: { $0 == "*" || $0 == ">" }) {
         throw ProdReadyError(.invalidArgument, "cannot publish to a wildcard subject '\(subject)'")

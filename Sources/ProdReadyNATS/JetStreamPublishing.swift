@@ -35,7 +35,8 @@ private let asyncAckHandler: @convention(c) (OpaquePointer?, OpaquePointer?, Uns
     } else {
         let status = failure?.pointee.Err ?? NATS_ERR
         let text = failure?.pointee.ErrText.map { String(cString: $0) } ?? statusText(status)
-        result = .failure(ProdReadyError(status == NATS_TIMEOUT ? .timeout : .serverError, "JetStream publish failed: \(text)", retriable: true))
+        let subject = natsMsg_GetSubject(message).map { String(cString: $0) } ?? "?"
+        result = .failure(publishError(status, subject: subject, detail: text))
     }
     collector.results.withLock { $0[key] = result }
 }
@@ -122,13 +123,16 @@ extension NATSConnection {
     }
 }
 
-func publishError(_ status: natsStatus, subject: String) -> ProdReadyError {
+func publishError(_ status: natsStatus, subject: String, detail: String? = nil) -> ProdReadyError {
     switch status {
     case NATS_MAX_PAYLOAD:
         ProdReadyError(.invalidArgument, "JetStream publish to '\(subject)' refused: the message is larger than the server's max_payload")
-    case NATS_TIMEOUT, NATS_NO_RESPONDERS:
-        ProdReadyError(.timeout, "JetStream publish to '\(subject)' got no ack: \(statusText(status))", retriable: true)
+    case NATS_NO_RESPONDERS:
+        // Retriable: the stream may be created (or the server come back) later.
+        ProdReadyError(.notFound, "JetStream publish to '\(subject)': no stream captures this subject (no responders)", retriable: true)
+    case NATS_TIMEOUT:
+        ProdReadyError(.timeout, "JetStream publish to '\(subject)' got no ack in time", retriable: true)
     default:
-        ProdReadyError(.serverError, "JetStream publish to '\(subject)' failed: \(lastErrorText(status))", retriable: isRetriable(status))
+        ProdReadyError(.serverError, "JetStream publish to '\(subject)' failed: \(detail ?? lastErrorText(status))", retriable: true)
     }
 }
