@@ -24,9 +24,11 @@ struct RedisClientTests {
             #expect(try await redis.increment(prefix + "counter") == 1)
             #expect(try await redis.increment(prefix + "counter") == 2)
 
-            #expect(try await redis.set(prefix + "lock", "owner-1", onlyIfAbsent: true, expiresAfter: .milliseconds(200)))
+            // Long enough that the second SET lands inside it even on a loaded machine.
+            #expect(try await redis.set(prefix + "lock", "owner-1", onlyIfAbsent: true, expiresAfter: .seconds(2)))
             #expect(try await redis.set(prefix + "lock", "owner-2", onlyIfAbsent: true) == false, "the lock is held")
-            try await eventually("the lock to expire", timeout: .seconds(5)) { try await redis.get(prefix + "lock") == nil }
+            #expect(try await redis.get(prefix + "lock") == Array("owner-1".utf8))
+            try await eventually("the lock to expire", timeout: .seconds(15)) { try await redis.get(prefix + "lock") == nil }
             #expect(try await redis.set(prefix + "lock", "owner-2", onlyIfAbsent: true))
 
             #expect(try await redis.expire(prefix + "a", after: .milliseconds(100)))
