@@ -1,4 +1,4 @@
-public import ProdReadyCore
+import ProdReadyCore
 import CNats
 import Synchronization
 #if canImport(Glibc)
