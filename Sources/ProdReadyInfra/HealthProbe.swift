@@ -129,13 +129,14 @@ public enum HealthProbe {
     }
 
     public static func kafka(bootstrapServers: String, timeout: Duration) async throws -> String {
-        let configuration = KafkaConfiguration.embedded(bootstrapServers: bootstrapServers, clientID: "prodready-probe")
+        var configuration = KafkaConfiguration.embedded(bootstrapServers: bootstrapServers, clientID: "prodready-probe")
+        configuration.deliveryTimeout = timeout
         let producer = try KafkaProducer(configuration: configuration, idempotent: false)
         let metadata = try await producer.metadata(timeout: timeout)
         guard metadata.brokerCount > 0 else { throw ProdReadyError(.protocolError, "Kafka metadata lists no broker") }
         let topic = "prodready-probe"
         let value = Array("probe \(UInt64.random(in: 0...UInt64.max))".utf8)
-        let report = try await producer.send(topic: topic, key: Array("probe".utf8), value: value, timeout: timeout)
+        let report = try await producer.send(topic: topic, key: Array("probe".utf8), value: value)
         let consumer = try KafkaConsumer(configuration: configuration, groupID: "prodready-probe")
         try await consumer.assign(topic: topic, partition: report.partition, offset: report.offset)
         let fetched = try await consumer.collect(1, within: timeout)

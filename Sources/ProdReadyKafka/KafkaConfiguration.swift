@@ -12,6 +12,9 @@ public struct KafkaConfiguration: Sendable {
     /// The Tansu broker holds the first JoinGroup for a fraction of this, so a short value makes consumer
     /// groups start in about a second instead of tens of seconds (see `embedded(bootstrapServers:)`).
     public var sessionTimeoutMilliseconds: Int?
+    /// How long a produced message may wait for a broker's acknowledgement (retries included) before it fails
+    /// with a retriable `timeout` (librdkafka's `message.timeout.ms`; its default is 5 minutes).
+    public var deliveryTimeout: Duration?
     /// librdkafka properties applied last, overriding the typed fields.
     public var properties: [String: String]
 
@@ -19,13 +22,16 @@ public struct KafkaConfiguration: Sendable {
         self.bootstrapServers = bootstrapServers
         self.clientID = clientID
         self.sessionTimeoutMilliseconds = nil
+        self.deliveryTimeout = nil
         self.properties = properties
     }
 
-    /// The profile for the embedded single-broker stack: short session timeout so groups form quickly.
+    /// The profile for the embedded single-broker stack: short session timeout so groups form quickly, and a
+    /// 30 s delivery timeout so a broker that stays down fails sends instead of holding them for 5 minutes.
     public static func embedded(bootstrapServers: String, clientID: String = "prodready") -> KafkaConfiguration {
         var configuration = KafkaConfiguration(bootstrapServers: bootstrapServers, clientID: clientID)
         configuration.sessionTimeoutMilliseconds = 3000
+        configuration.deliveryTimeout = .seconds(30)
         return configuration
     }
 
@@ -46,6 +52,9 @@ public struct KafkaConfiguration: Sendable {
             ("bootstrap.servers", bootstrapServers),
             ("client.id", clientID),
         ]
+        if !forConsumer, let deliveryTimeout {
+            result.append(("message.timeout.ms", String(max(1, deliveryTimeout.wholeMilliseconds))))
+        }
         if forConsumer, let sessionTimeoutMilliseconds {
             result.append(("session.timeout.ms", String(sessionTimeoutMilliseconds)))
             // librdkafka requires heartbeat.interval.ms < session.timeout.ms.
