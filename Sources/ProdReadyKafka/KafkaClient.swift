@@ -18,6 +18,7 @@ public struct KafkaMessage: Sendable {
     public var offset: Int64
     public var key: [UInt8]?
     public var value: [UInt8]
+    public var headers: [KafkaHeader] = []
 }
 
 /// What a broker reports about the cluster.

@@ -63,7 +63,19 @@ public final class KafkaConsumer: Sendable {
             let value = message.pointee.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) } ?? []
             let key = message.pointee.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) }
             let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
-            return KafkaMessage(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset, key: key, value: value)
+            var headers: [KafkaHeader] = []
+            var nativeHeaders: OpaquePointer?
+            if rd_kafka_message_headers(message, &nativeHeaders) == RD_KAFKA_RESP_ERR_NO_ERROR, let nativeHeaders {
+                var index = 0
+                var name: UnsafePointer<CChar>?
+                var bytes: UnsafeRawPointer?
+                var size = 0
+                while rd_kafka_header_get_all(nativeHeaders, index, &name, &bytes, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                    headers.append(KafkaHeader(name.map { String(cString: $0) } ?? "", bytes.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) }))
+                    index += 1
+                }
+            }
+            return KafkaMessage(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset, key: key, value: value, headers: headers)
         }
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import ProdReadyCore
 import ProdReadyInfra
 import ProdReadyPerformance
+import ProdReadyKafka
 import ProdReadyNATS
 import ProdReadyRedis
 import ProdReadyS3
@@ -14,13 +15,15 @@ struct ClientBench: AsyncParsableCommand {
         discussion: """
         Boots a private embedded stack with the components measured, runs each measurement, prints one line per \
         measurement with percentiles and throughput, tears the stack down, and exits 1 if a target is missed. \
-        JetStream: async windowed publish with acks and pull-consume with acks, file storage (targets >= 20,000 \
+        Kafka: idempotent produce of 200-byte messages (target >= 200,000 msg/s) and consume from the start of \
+        the topic (target >= 300,000 msg/s). JetStream: async windowed publish with acks and pull-consume with acks, file storage (targets >= 20,000 \
         msg/s each). Redis: pipelined SET/GET on one connection (target >= 100,000 ops/s). \
         S3: PUT of small objects with several in flight (no target: the Python S3 server is the ceiling).
         """
     )
 
     enum Client: String, CaseIterable, ExpressibleByArgument {
+        case kafka
         case nats
         case redis
         case s3
@@ -29,6 +32,8 @@ struct ClientBench: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
     @Option(name: .long, parsing: .upToNextOption, help: "Clients to measure (default: all): \(Client.allCases.map(\.rawValue).joined(separator: ", ")).")
     var only: [Client] = Client.allCases
+    @Option(name: .long, help: "Kafka messages (200 bytes each).")
+    var kafkaMessages: Int = 500_000
     @Option(name: .long, help: "JetStream messages (200 bytes each).")
     var natsMessages: Int = 200_000
     @Option(name: .long, help: "JetStream publishes in flight.")
@@ -48,6 +53,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func validate() throws {
         for (name, value, range) in [
+            ("--kafka-messages", kafkaMessages, 1...50_000_000),
             ("--nats-messages", natsMessages, 1...10_000_000), ("--nats-window", natsWindow, 1...65_536), ("--nats-fetch", natsFetch, 1...10_000),
             ("--redis-operations", redisOperations, 2...100_000_000), ("--redis-pipeline", redisPipeline, 2...100_000),
             ("--s3-objects", s3Objects, 1...1_000_000), ("--s3-object-size", s3ObjectSize, 0...(16 << 20)), ("--s3-in-flight", s3InFlight, 1...256),
@@ -58,7 +64,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func run() async throws {
         let home = options.resolvedHome
-        let components: [Component] = Set(only).map { switch $0 { case .nats: .nats; case .redis: .redis; case .s3: .s3 } }
+        let components: [Component] = Set(only).flatMap { client -> [Component] in client == .kafka ? [.s3] : [] } + Set(only).map { switch $0 { case .kafka: .kafka; case .nats: .nats; case .redis: .redis; case .s3: .s3 } }
         let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "bench-clients"), home: home, owned: true)
         let failed: [String]
         do {
@@ -67,6 +73,7 @@ struct ClientBench: AsyncParsableCommand {
             let validator = PerformanceValidator()
             for client in Client.allCases where only.contains(client) {
                 switch client {
+                case .kafka: try await measureKafka(stack: stack, validator: validator)
                 case .nats: try await measureNATS(stack: stack, validator: validator)
                 case .redis: try await measureRedis(stack: stack, validator: validator)
                 case .s3: try await measureS3(stack: stack, validator: validator)
@@ -82,6 +89,38 @@ struct ClientBench: AsyncParsableCommand {
             progress("below target:\n" + failed.joined(separator: "\n"))
             throw ExitCode(1)
         }
+    }
+
+    private func measureKafka(stack: NativeStack, validator: PerformanceValidator) async throws {
+        let servers = try await stack.endpoints.kafkaBootstrapServers.orThrow(ProdReadyError(.configuration, "the private stack has no Kafka broker"))
+        var configuration = KafkaConfiguration.embedded(bootstrapServers: servers, clientID: "bench")
+        configuration.properties["linger.ms"] = "5"
+        let topic = "bench"
+        try await KafkaAdmin(configuration: configuration).createTopic(topic, partitions: 1, allowExisting: true)
+        let producer = try KafkaProducer(configuration: configuration)
+        let value = [UInt8](repeating: UInt8(ascii: "x"), count: 200)
+        progress("Kafka: producing \(kafkaMessages) messages of 200 bytes, idempotent, linger.ms=5")
+        let clock = ContinuousClock()
+        var produce = await validator.newMeasurement("Kafka idempotent produce, 200 B (msg/s)", thresholds: [.throughput(atLeast: 200_000)])
+        let produceStart = clock.now
+        for start in stride(from: 0, to: kafkaMessages, by: 50_000) {
+            let batch = (start..<min(start + 50_000, kafkaMessages)).map { KafkaOutgoing(topic: topic, key: Array("k\($0 % 64)".utf8), value: value) }
+            for outcome in try await producer.send(batch: batch) { _ = try outcome.get() }
+        }
+        produce.elapsed = clock.now - produceStart
+        produce.record(operations: kafkaMessages)
+        await validator.add(produce)
+
+        progress("Kafka: consuming \(kafkaMessages) messages from the start")
+        let consumer = try KafkaConsumer(configuration: configuration, groupID: "bench-reader")
+        try await consumer.assign(topic: topic, partition: 0, offset: 0)
+        var consume = await validator.newMeasurement("Kafka consume, 1 partition (msg/s)", thresholds: [.throughput(atLeast: 300_000)])
+        let consumeStart = clock.now
+        let read = try await consumer.collect(kafkaMessages, within: .seconds(300)).count
+        consume.elapsed = clock.now - consumeStart
+        consume.record(operations: read)
+        await validator.add(consume)
+        guard read == kafkaMessages else { throw ProdReadyError(.protocolError, "read \(read) of \(kafkaMessages) Kafka messages") }
     }
 
     private func measureNATS(stack: NativeStack, validator: PerformanceValidator) async throws {

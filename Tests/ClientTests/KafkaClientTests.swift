@@ -1,0 +1,95 @@
+import Testing
+import ProdReadyCore
+import ProdReadyInfra
+import ProdReadyKafka
+import TestSupport
+
+@Suite("Kafka producer against a real broker", .requires(.kafka))
+struct KafkaClientTests {
+    func servers() async throws -> String {
+        try #require(try await TestInfrastructure.shared.endpoints(for: [.kafka]).kafkaBootstrapServers)
+    }
+
+    @Test("a keyed message with headers round-trips: the delivery report points at it and a reader gets key, value and headers")
+    func roundTrip() async throws {
+        let servers = try await servers()
+        try await withKafkaTopic(servers, partitions: 3) { topic in
+            let producer = try KafkaProducer(configuration: .embedded(bootstrapServers: servers))
+            let headers = [KafkaHeader("event-type", "OrderPlaced"), KafkaHeader("binary", [0xff, 0x00]), KafkaHeader("empty", nil)]
+            let report = try await producer.send(KafkaOutgoing(topic: topic, key: Array("order-7".utf8), value: Array("placed".utf8), headers: headers))
+            #expect(report.topic == topic && (0..<3).contains(report.partition))
+            let reader = try KafkaConsumer(configuration: .embedded(bootstrapServers: servers), groupID: uniqueName("reader"))
+            try await reader.assign(topic: topic, partition: report.partition, offset: report.offset)
+            let message = try #require(try await reader.collect(1, within: .seconds(10)).first)
+            #expect(message.key == Array("order-7".utf8) && message.value == Array("placed".utf8))
+            #expect(message.headers == headers)
+            #expect(message.offset == report.offset)
+        }
+    }
+
+    @Test("a batch of 1,000 keyed messages: every report succeeds, offsets per partition are contiguous, one key stays on one partition")
+    func batch() async throws {
+        let servers = try await servers()
+        try await withKafkaTopic(servers, partitions: 4) { topic in
+            let producer = try KafkaProducer(configuration: .embedded(bootstrapServers: servers))
+            let messages = (0..<1_000).map { KafkaOutgoing(topic: topic, key: Array("key-\($0 % 10)".utf8), value: Array("m\($0)".utf8)) }
+            let reports = try await producer.send(batch: messages).map { try $0.get() }
+            #expect(reports.count == 1_000)
+            for partition in Set(reports.map(\.partition)) {
+                let offsets = reports.filter { $0.partition == partition }.map(\.offset)
+                #expect(offsets == Array(offsets.first!..<(offsets.first! + Int64(offsets.count))), "partition \(partition) offsets are contiguous and in send order")
+            }
+            for key in 0..<10 {
+                let partitions = Set(reports.enumerated().filter { $0.offset % 10 == key }.map(\.element.partition))
+                #expect(partitions.count == 1, "key-\(key) went to partitions \(partitions)")
+            }
+        }
+    }
+
+    @Test("malformed input: bad bootstrap servers, topic names, header names; an oversized message is refused")
+    func malformedInput() async throws {
+        for bad in ["", "localhost", "host:0", "host:port"] {
+            let error = #expect(throws: ProdReadyError.self) { try KafkaProducer(configuration: .embedded(bootstrapServers: bad)) }
+            #expect(error?.code == .invalidArgument, "'\(bad)': \(String(describing: error))")
+        }
+        let servers = try await servers()
+        let producer = try KafkaProducer(configuration: .embedded(bootstrapServers: servers))
+        let cases: [(String, KafkaOutgoing)] = [
+            ("empty topic", KafkaOutgoing(topic: "", value: [1])),
+            ("topic with a space", KafkaOutgoing(topic: "a b", value: [1])),
+            ("topic with a slash", KafkaOutgoing(topic: "a/b", value: [1])),
+            ("empty header name", KafkaOutgoing(topic: "fine", value: [1], headers: [KafkaHeader("", "x")])),
+            ("message over librdkafka's 1 MB limit", KafkaOutgoing(topic: uniqueName("big"), value: [UInt8](repeating: 0, count: 2 << 20))),
+        ]
+        for (what, message) in cases {
+            let error = await #expect(throws: ProdReadyError.self, "\(what)") { _ = try await producer.send(message) }
+            #expect(error?.code == .invalidArgument, "\(what): \(String(describing: error))")
+        }
+        let outcomes = try await producer.send(batch: cases.map(\.1))
+        #expect(outcomes.allSatisfy { if case .failure(let error) = $0 { error.code == .invalidArgument } else { false } }, "in a batch each fails alone")
+    }
+
+    // Recovery of the same idempotent producer after the restart is not asserted yet: against Tansu 0.6 it is
+    // fenced (PRODUCER_FENCED on every later send) once a message timed out during the outage. See the issue notes.
+    @Test("a stopped broker fails sends with a retriable timeout bounded by the delivery timeout", .requiresEmbedded(.kafka, .s3))
+    func outage() async throws {
+        try await withPrivateStack([.s3, .kafka], label: "kafka-outage") { stack in
+            let servers = try #require(await stack.endpoints.kafkaBootstrapServers)
+            var configuration = KafkaConfiguration.embedded(bootstrapServers: servers)
+            configuration.deliveryTimeout = .seconds(3)
+            let topic = "outage"
+            try await KafkaAdmin(configuration: configuration).createTopic(topic, partitions: 1)
+            let producer = try KafkaProducer(configuration: configuration)
+            _ = try await producer.send(topic: topic, key: nil, value: Array("before".utf8))
+
+            try await stack.stop(.kafka)
+            let clock = ContinuousClock()
+            let started = clock.now
+            let error = await #expect(throws: ProdReadyError.self) { _ = try await producer.send(topic: topic, key: nil, value: Array("during".utf8)) }
+            let elapsed = clock.now - started
+            #expect(error?.isRetriable == true, "\(String(describing: error))")
+            #expect(error?.code == .timeout, "\(String(describing: error))")
+            #expect(elapsed >= .seconds(2) && elapsed < .seconds(6), "failed after \(elapsed): the 3 s delivery timeout bounds it")
+        }
+    }
+}
