@@ -108,7 +108,7 @@ let package = Package(
         // Outbox sinks: the relay of ProdReadyReliability publishing through the broker clients.
         .target(
             name: "ProdReadySinks",
-            dependencies: ["ProdReadyCore", "ProdReadyReliability", "ProdReadyRedis", "ProdReadyNATS"],
+            dependencies: ["ProdReadyCore", "ProdReadyReliability", "ProdReadyRedis", "ProdReadyNATS", "ProdReadyKafka"],
             swiftSettings: strictSwift
         ),
         .target(
