@@ -28,28 +28,19 @@ public struct JetStreamSink: OutboxSink {
     }
 
     public func publish(_ records: [OutboxRecord]) async throws -> [Result<Void, ProdReadyError>] {
-        var results = [Result<Void, ProdReadyError>?](repeating: nil, count: records.count)
-        var outgoing: [JetStreamOutgoing] = []
-        var positions: [Int] = []
-        for (index, record) in records.enumerated() {
+        try await publishRows(records) { record in
             guard let subject = subject(record), !subject.isEmpty else {
-                results[index] = .failure(ProdReadyError(.invalidArgument, "outbox row \(record.id) (event \(record.eventID)) names no JetStream subject: set its subject"))
-                continue
+                return .failure(ProdReadyError(.invalidArgument, "outbox row \(record.id) (event \(record.eventID)) names no JetStream subject: set its subject"))
             }
             do {
                 // A malformed subject fails its own row, not the batch.
                 try NATSSubject.validate(subject, wildcardsAllowed: false)
-            } catch let error as ProdReadyError {
-                results[index] = .failure(error)
-                continue
+            } catch {
+                return .failure(error as? ProdReadyError ?? ProdReadyError(.invalidArgument, "\(error)"))
             }
-            outgoing.append(JetStreamOutgoing(subject: subject, payload: record.eventData, messageID: record.eventID))
-            positions.append(index)
+            return .success(JetStreamOutgoing(subject: subject, payload: record.eventData, messageID: record.eventID))
+        } send: { messages in
+            try await connection.publishAsync(messages, window: window, timeout: ackTimeout).map { $0.map { _ in () } }
         }
-        let acks = try await connection.publishAsync(outgoing, window: window, timeout: ackTimeout)
-        for (position, ack) in zip(positions, acks) {
-            results[position] = ack.map { _ in () }
-        }
-        return results.map { $0! }
     }
 }

@@ -20,24 +20,16 @@ public struct KafkaSink: OutboxSink {
     }
 
     public func publish(_ records: [OutboxRecord]) async throws -> [Result<Void, ProdReadyError>] {
-        var results = [Result<Void, ProdReadyError>?](repeating: nil, count: records.count)
-        var messages: [KafkaOutgoing] = []
-        var positions: [Int] = []
-        for (index, record) in records.enumerated() {
+        try await publishRows(records) { record in
             guard let topic = topic(record), !topic.isEmpty else {
-                results[index] = .failure(ProdReadyError(.invalidArgument, "outbox row \(record.id) (event \(record.eventID)) names no Kafka topic: set its subject"))
-                continue
+                return .failure(ProdReadyError(.invalidArgument, "outbox row \(record.id) (event \(record.eventID)) names no Kafka topic: set its subject"))
             }
             var headers = [KafkaHeader("event_id", record.eventID), KafkaHeader("event_type", record.eventType)]
             if let correlationID = record.correlationID { headers.append(KafkaHeader("correlation_id", correlationID)) }
-            messages.append(KafkaOutgoing(topic: topic, key: Array((record.aggregateID ?? record.eventID).utf8), value: record.eventData, headers: headers))
-            positions.append(index)
+            return .success(KafkaOutgoing(topic: topic, key: Array((record.aggregateID ?? record.eventID).utf8), value: record.eventData, headers: headers))
+        } send: { messages in
+            // Each message fails alone (a malformed topic is refused before sending), so one row never fails its batch.
+            try await producer.send(batch: messages).map { $0.map { _ in () } }
         }
-        // Each message fails alone (a malformed topic is refused before sending), so one row never fails its batch.
-        let reports = try await producer.send(batch: messages)
-        for (position, report) in zip(positions, reports) {
-            results[position] = report.map { _ in () }
-        }
-        return results.map { $0! }
     }
 }

@@ -62,14 +62,10 @@ public struct RedisSink: OutboxSink {
         """
 
     public func publish(_ records: [OutboxRecord]) async throws -> [Result<Void, ProdReadyError>] {
-        var results = [Result<Void, ProdReadyError>?](repeating: nil, count: records.count)
-        var commands: [[[UInt8]]] = []
-        var positions: [Int] = []
         let window = Array(String(deduplicationWindow.wholeMilliseconds).utf8)
-        for (index, record) in records.enumerated() {
+        return try await publishRows(records) { record -> Result<(eventID: String, command: [[UInt8]]), ProdReadyError> in
             guard let key = key(record), !key.isEmpty else {
-                results[index] = .failure(ProdReadyError(.invalidArgument, "outbox row \(record.id) (event \(record.eventID)) names no Redis key: set its subject"))
-                continue
+                return .failure(ProdReadyError(.invalidArgument, "outbox row \(record.id) (event \(record.eventID)) names no Redis key: set its subject"))
             }
             let marker = Array("\(key):published:\(record.eventID)".utf8)
             var command: [[UInt8]]
@@ -86,24 +82,21 @@ public struct RedisSink: OutboxSink {
             case .list:
                 command = [Array("EVAL".utf8), Array(Self.listScript.utf8), Array("2".utf8), Array(key.utf8), marker, window, [], record.eventData]
             }
-            commands.append(command)
-            positions.append(index)
-        }
-        if !commands.isEmpty {
-            let replies = try await client.pipeline(commands)
-            for (position, reply) in zip(positions, replies) {
+            return .success((record.eventID, command))
+        } send: { commands in
+            let replies = try await client.pipeline(commands.map(\.command))
+            return zip(commands, replies).map { command, reply in
                 switch reply {
                 case .success(.integer(0)), .success(.integer(1)):
-                    results[position] = .success(())
+                    .success(())
                 case .success(let other):
-                    results[position] = .failure(ProdReadyError(.protocolError, "the Redis sink script answered \(other)"))
+                    .failure(ProdReadyError(.protocolError, "the Redis sink script answered \(other)"))
                 case .failure(let error):
                     // A server error (wrong key type, out of memory) may clear up; the relay retries with backoff
                     // and parks the row after its last retry.
-                    results[position] = .failure(ProdReadyError(error.code, "publishing event \(records[position].eventID) to Redis: \(error.message)", retriable: true))
+                    .failure(ProdReadyError(error.code, "publishing event \(command.eventID) to Redis: \(error.message)", retriable: true))
                 }
             }
         }
-        return results.map { $0! }
     }
 }
