@@ -55,28 +55,55 @@ public final class KafkaConsumer: Sendable {
         try await handle.executor.run { [handle] in
             guard let message = rd_kafka_consumer_poll(handle.pointer, Int32(timeout.wholeMilliseconds)) else { return nil }
             defer { rd_kafka_message_destroy(message) }
-            let code = message.pointee.err
-            if code == RD_KAFKA_RESP_ERR__PARTITION_EOF { return nil }
-            guard code == RD_KAFKA_RESP_ERR_NO_ERROR else {
-                throw ProdReadyError(.serverError, "Kafka consume error: \(kafkaErrorDescription(code))", retriable: true)
-            }
-            let value = message.pointee.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) } ?? []
-            let key = message.pointee.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) }
-            let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
-            var headers: [KafkaHeader] = []
-            var nativeHeaders: OpaquePointer?
-            if rd_kafka_message_headers(message, &nativeHeaders) == RD_KAFKA_RESP_ERR_NO_ERROR, let nativeHeaders {
-                var index = 0
-                var name: UnsafePointer<CChar>?
-                var bytes: UnsafeRawPointer?
-                var size = 0
-                while rd_kafka_header_get_all(nativeHeaders, index, &name, &bytes, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
-                    headers.append(KafkaHeader(name.map { String(cString: $0) } ?? "", bytes.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) }))
-                    index += 1
+            return try Self.convert(message)
+        }
+    }
+
+    /// Waits up to `timeout` for the first message, then takes whatever else is already fetched, up to `limit`
+    /// messages in all: one trip to the consumer's executor for many messages.
+    public func poll(upTo limit: Int, timeout: Duration) async throws -> [KafkaMessage] {
+        guard limit > 0 else { throw ProdReadyError(.invalidArgument, "poll limit must be positive, got \(limit)") }
+        return try await handle.executor.run { [handle] in
+            var messages: [KafkaMessage] = []
+            var wait = Int32(timeout.wholeMilliseconds)
+            while messages.count < limit, let message = rd_kafka_consumer_poll(handle.pointer, wait) {
+                defer { rd_kafka_message_destroy(message) }
+                wait = 0
+                do {
+                    if let converted = try Self.convert(message) { messages.append(converted) }
+                } catch where !messages.isEmpty {
+                    // Hand over what was consumed rather than lose it; librdkafka's consumer errors are broker
+                    // notices that come back on the next poll while the condition lasts.
+                    return messages
                 }
             }
-            return KafkaMessage(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset, key: key, value: value, headers: headers)
+            return messages
         }
+    }
+
+    /// A consumed message, nil for an end-of-partition notice; a broker-reported error is thrown.
+    private static func convert(_ message: UnsafeMutablePointer<rd_kafka_message_t>) throws -> KafkaMessage? {
+        let code = message.pointee.err
+        if code == RD_KAFKA_RESP_ERR__PARTITION_EOF { return nil }
+        guard code == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw ProdReadyError(.serverError, "Kafka consume error: \(kafkaErrorDescription(code))", retriable: true)
+        }
+        let value = message.pointee.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) } ?? []
+        let key = message.pointee.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) }
+        let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        var headers: [KafkaHeader] = []
+        var nativeHeaders: OpaquePointer?
+        if rd_kafka_message_headers(message, &nativeHeaders) == RD_KAFKA_RESP_ERR_NO_ERROR, let nativeHeaders {
+            var index = 0
+            var name: UnsafePointer<CChar>?
+            var bytes: UnsafeRawPointer?
+            var size = 0
+            while rd_kafka_header_get_all(nativeHeaders, index, &name, &bytes, &size) == RD_KAFKA_RESP_ERR_NO_ERROR {
+                headers.append(KafkaHeader(name.map { String(cString: $0) } ?? "", bytes.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: size)) }))
+                index += 1
+            }
+        }
+        return KafkaMessage(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset, key: key, value: value, headers: headers)
     }
 
     /// Commits the offset after `message` synchronously (at-least-once: call after processing).
@@ -108,7 +135,7 @@ extension KafkaConsumer {
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while messages.count < count, clock.now < deadline {
-            if let message = try await poll(timeout: .milliseconds(200)) {
+            for message in try await poll(upTo: count - messages.count, timeout: .milliseconds(200)) {
                 messages.append(message)
                 if commit { try await self.commit(message) }
             }

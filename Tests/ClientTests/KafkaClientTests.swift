@@ -27,7 +27,7 @@ struct KafkaClientTests {
         }
     }
 
-    @Test("a batch of 1,000 keyed messages: every report succeeds, offsets per partition are contiguous, one key stays on one partition")
+    @Test("a batch of 1,000 keyed messages: every report succeeds, offsets per partition are contiguous, one key stays on one partition; read back in batches")
     func batch() async throws {
         let servers = try await servers()
         try await withKafkaTopic(servers, partitions: 4) { topic in
@@ -43,6 +43,22 @@ struct KafkaClientTests {
                 let partitions = Set(reports.enumerated().filter { $0.offset % 10 == key }.map(\.element.partition))
                 #expect(partitions.count == 1, "key-\(key) went to partitions \(partitions)")
             }
+
+            // Reading in batches: one poll hands over up to the limit, in offset order.
+            let partition = reports[0].partition
+            let inPartition = reports.filter { $0.partition == partition }.count
+            let reader = try KafkaConsumer(configuration: .embedded(bootstrapServers: servers), groupID: uniqueName("reader"))
+            try await reader.assign(topic: topic, partition: partition, offset: 0)
+            var read: [KafkaMessage] = []
+            while read.count < inPartition {
+                let batch = try await reader.poll(upTo: 7, timeout: .seconds(5))
+                #expect(batch.count <= 7)
+                if batch.isEmpty { break }
+                read += batch
+            }
+            #expect(read.map(\.offset) == Array(0..<Int64(inPartition)), "all \(inPartition) messages of partition \(partition), in order")
+            let zero = await #expect(throws: ProdReadyError.self) { _ = try await reader.poll(upTo: 0, timeout: .milliseconds(1)) }
+            #expect(zero?.code == .invalidArgument)
         }
     }
 
