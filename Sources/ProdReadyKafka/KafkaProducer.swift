@@ -111,20 +111,7 @@ public final class KafkaProducer: Sendable {
     /// Sends one message and waits for the broker's acknowledgement. A broker that stays away fails the
     /// message after the configuration's delivery timeout with a retriable `timeout`.
     public func send(_ message: KafkaOutgoing) async throws -> KafkaDeliveryReport {
-        try Self.validate(message)
-        var waited = Duration.zero
-        while true {
-            do {
-                return try await withCheckedThrowingContinuation { continuation in
-                    let slot = DeliverySlot { continuation.resume(with: $0) }
-                    if let refusal = enqueue(message, slot: slot) { continuation.resume(throwing: refusal) }
-                }
-            } catch let error as ProdReadyError where error.code == Self.queueFull && waited < Self.queueFullPatience {
-                // librdkafka's local queue is full: wait for deliveries to make room, without holding a thread.
-                try await Task.sleep(for: .milliseconds(5))
-                waited += .milliseconds(5)
-            }
-        }
+        try await send(batch: [message])[0].get()
     }
 
     /// Sends one message (the `KafkaOutgoing` form without headers).

@@ -71,7 +71,7 @@ extension NATSConnection {
     /// Creates (or binds to) a durable pull consumer on `subject`; an existing durable is updated to
     /// `consumer`'s settings where the server allows it.
     public func pullSubscribe(subject: String, consumer: JetStreamConsumerConfiguration) async throws -> JetStreamPullSubscription {
-        try validateSubject(subject, wildcardsAllowed: true)
+        try NATSSubject.validate(subject, wildcardsAllowed: true)
         let consumer = try consumer.validated()
         let subscription: SendableHandle = try await executor.run { [self] in
             let jetStream = handles.jetStream
@@ -328,8 +328,8 @@ extension NATSMessage {
 extension NATSConnection {
     /// Core publish (fire and forget; `flush` confirms the server has it).
     public func publishCore(subject: String, payload: [UInt8], replyTo: String? = nil) async throws {
-        try validateSubject(subject, wildcardsAllowed: false)
-        if let replyTo { try validateSubject(replyTo, wildcardsAllowed: false) }
+        try NATSSubject.validate(subject, wildcardsAllowed: false)
+        if let replyTo { try NATSSubject.validate(replyTo, wildcardsAllowed: false) }
         try await executor.run { [self] in
             let status = payload.withUnsafeBytes { bytes in
                 if let replyTo {
@@ -347,7 +347,7 @@ extension NATSConnection {
 
     /// Subscribes to `subject` (wildcards allowed), in a queue group when `queue` is given.
     public func subscribe(subject: String, queue: String? = nil) async throws -> NATSSubscription {
-        try validateSubject(subject, wildcardsAllowed: true)
+        try NATSSubject.validate(subject, wildcardsAllowed: true)
         let handle: SendableHandle = try await executor.run { [self] in
             var subscription: OpaquePointer?
             let status = queue.map { natsConnection_QueueSubscribeSync(&subscription, handles.connection, subject, $0) }
@@ -365,7 +365,7 @@ extension NATSConnection {
     /// Request/reply: publishes with a fresh inbox and waits for the first answer. `timeout` when nobody
     /// answered in time (or nobody listens at all).
     public func request(subject: String, payload: [UInt8], timeout: Duration = .seconds(2)) async throws -> NATSMessage {
-        try validateSubject(subject, wildcardsAllowed: false)
+        try NATSSubject.validate(subject, wildcardsAllowed: false)
         let requests = BlockingExecutor(label: "nats.request")
         return try await requests.run { [self] in
             var reply: OpaquePointer?
@@ -388,17 +388,13 @@ extension NATSConnection {
 public enum NATSSubject {
     /// A subject must be non-empty, without spaces or empty tokens, and (to publish on) without wildcards.
     public static func validate(_ subject: String, wildcardsAllowed: Bool) throws {
-        try validateSubject(subject, wildcardsAllowed: wildcardsAllowed)
-    }
-}
-
-func validateSubject(_ subject: String, wildcardsAllowed: Bool) throws {
-    let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
-    guard !subject.isEmpty, !subject.contains(where: \.isWhitespace), tokens.allSatisfy({ !$0.isEmpty }) else {
-        throw ProdReadyError(.invalidArgument, "NATS subject must be non-empty dot-separated tokens with no spaces, got '\(subject)'")
-    }
-    if !wildcardsAllowed, tokens.contains(where: { $0 == "*" || $0 == ">" }) {
-        throw ProdReadyError(.invalidArgument, "cannot publish to a wildcard subject '\(subject)'")
+        let tokens = subject.split(separator: ".", omittingEmptySubsequences: false)
+        guard !subject.isEmpty, !subject.contains(where: \.isWhitespace), tokens.allSatisfy({ !$0.isEmpty }) else {
+            throw ProdReadyError(.invalidArgument, "NATS subject must be non-empty dot-separated tokens with no spaces, got '\(subject)'")
+        }
+        if !wildcardsAllowed, tokens.contains(where: { $0 == "*" || $0 == ">" }) {
+            throw ProdReadyError(.invalidArgument, "cannot publish to a wildcard subject '\(subject)'")
+        }
     }
 }
 

@@ -49,7 +49,7 @@ extension NATSConnection {
     public func publishAsync(_ messages: [JetStreamOutgoing], window: Int = 256, timeout: Duration = .seconds(10)) async throws -> [Result<JetStreamPublishAck, ProdReadyError>] {
         guard (1...65_536).contains(window) else { throw ProdReadyError(.invalidArgument, "the publish window must be 1 to 65,536, got \(window)") }
         for message in messages {
-            try validateSubject(message.subject, wildcardsAllowed: false)
+            try NATSSubject.validate(message.subject, wildcardsAllowed: false)
             if let id = message.messageID, id.isEmpty { throw ProdReadyError(.invalidArgument, "a Nats-Msg-Id must not be empty") }
         }
         guard !messages.isEmpty else { return [] }

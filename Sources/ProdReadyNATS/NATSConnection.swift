@@ -148,7 +148,7 @@ public final class NATSConnection: @unchecked Sendable {
 
     /// Publishes and waits for the stream's acknowledgement. `messageID` becomes `Nats-Msg-Id`.
     public func publish(subject: String, payload: [UInt8], messageID: String? = nil, timeout: Duration = .seconds(5)) async throws -> JetStreamPublishAck {
-        try validateSubject(subject, wildcardsAllowed: false)
+        try NATSSubject.validate(subject, wildcardsAllowed: false)
         if let messageID, messageID.isEmpty { throw ProdReadyError(.invalidArgument, "a Nats-Msg-Id must not be empty") }
         return try await executor.run { [self] in
             let jetStream = self.jetStream

@@ -236,7 +236,7 @@ public struct S3Client: Sendable {
         let response = try await send("GET", bucket: bucket, key: nil, query: query)
         try response.expectSuccess("list '\(bucket)'")
         let body = response.body
-        let objects = try body.xmlElements("Contents").map { entry in
+        let objects = try body.xmlValues(of: "Contents").map { entry in
             guard let key = entry.xmlValues(of: "Key").first.map(xmlUnescaped) else {
                 throw ProdReadyError(.protocolError, "S3 listing of '\(bucket)' has an entry without a key")
             }
@@ -356,13 +356,9 @@ public struct S3Client: Sendable {
 }
 
 extension String {
-    /// Text of every `<tag>…</tag>` element, in order (enough for S3's flat XML answers).
+    /// Inner text of every `<tag>…</tag>` element, in order (enough for S3's XML answers, whose elements of one
+    /// name never nest).
     func xmlValues(of tag: String) -> [String] {
-        xmlElements(tag)
-    }
-
-    /// Inner text of every `<tag>…</tag>` element, in order.
-    func xmlElements(_ tag: String) -> [String] {
         var values: [String] = []
         var rest = self[...]
         while let open = rest.firstRange(of: "<\(tag)>"), let close = rest[open.upperBound...].firstRange(of: "</\(tag)>") {

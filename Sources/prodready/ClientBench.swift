@@ -27,6 +27,15 @@ struct ClientBench: AsyncParsableCommand {
         case nats
         case redis
         case s3
+
+        var component: Component {
+            switch self {
+            case .kafka: .kafka
+            case .nats: .nats
+            case .redis: .redis
+            case .s3: .s3
+            }
+        }
     }
 
     @OptionGroup var options: CommonOptions
@@ -52,23 +61,22 @@ struct ClientBench: AsyncParsableCommand {
     var s3InFlight: Int = 16
 
     func validate() throws {
-        for (name, value, range) in [
+        try validateRanges([
             ("--kafka-messages", kafkaMessages, 1...50_000_000),
             ("--nats-messages", natsMessages, 1...10_000_000), ("--nats-window", natsWindow, 1...65_536), ("--nats-fetch", natsFetch, 1...10_000),
             ("--redis-operations", redisOperations, 2...100_000_000), ("--redis-pipeline", redisPipeline, 2...100_000),
             ("--s3-objects", s3Objects, 1...1_000_000), ("--s3-object-size", s3ObjectSize, 0...(16 << 20)), ("--s3-in-flight", s3InFlight, 1...256),
-        ] where !range.contains(value) {
-            throw ValidationError("\(name) must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
-        }
+        ])
     }
 
     func run() async throws {
         let home = options.resolvedHome
-        let components: [Component] = Set(only).flatMap { client -> [Component] in client == .kafka ? [.s3] : [] } + Set(only).map { switch $0 { case .kafka: .kafka; case .nats: .nats; case .redis: .redis; case .s3: .s3 } }
+        // `ensure` also starts what these depend on (the broker stores its log in S3).
+        let components = Component.closure(Set(only).map(\.component))
         let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "bench-clients"), home: home, owned: true)
         let failed: [String]
         do {
-            progress("booting a private stack: \(components.map(\.rawValue).sorted().joined(separator: ", "))")
+            progress("booting a private stack: \(components.map(\.rawValue).joined(separator: ", "))")
             try await stack.ensure(components)
             let validator = PerformanceValidator()
             for client in Client.allCases where only.contains(client) {

@@ -39,6 +39,13 @@ func progress(_ line: String) {
     FileHandle.standardError.write(Data(("prodready: " + line + "\n").utf8))
 }
 
+/// Refuses the first option whose value lies outside its range, naming the option and the range.
+func validateRanges(_ options: [(name: String, value: Int, range: ClosedRange<Int>)]) throws {
+    for (name, value, range) in options where !range.contains(value) {
+        throw ValidationError("\(name) must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
+    }
+}
+
 func fail(_ error: any Error) -> ExitCode {
     progress("error: \(error)")
     return ExitCode(1)

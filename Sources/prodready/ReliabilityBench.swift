@@ -42,13 +42,11 @@ struct ReliabilityBench: AsyncParsableCommand {
     var relayBatch: Int = 1_000
 
     func validate() throws {
-        for (name, value, range) in [
+        try validateRanges([
             ("--round-trips", roundTrips, 1...1_000_000), ("--events", events, 1...10_000_000), ("--batch-events", batchEvents, 1...10_000_000),
             ("--batch-size", batchSize, 1...10_000), ("--workers", workers, 1...64), ("--outbox-rows", outboxRows, 1...10_000_000),
             ("--relays", relays, 1...16), ("--relay-batch", relayBatch, 1...10_000),
-        ] where !range.contains(value) {
-            throw ValidationError("\(name) must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
-        }
+        ])
     }
 
     func run() async throws {
