@@ -19,6 +19,15 @@ public struct KafkaMessage: Sendable {
     public var key: [UInt8]?
     public var value: [UInt8]
     public var headers: [KafkaHeader] = []
+
+    public init(topic: String, partition: Int32, offset: Int64, key: [UInt8]?, value: [UInt8], headers: [KafkaHeader] = []) {
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers
+    }
 }
 
 /// What a broker reports about the cluster.
@@ -33,8 +42,17 @@ final class KafkaHandle: @unchecked Sendable {
     // @unchecked Sendable: `pointer` is only dereferenced inside `executor`'s serial queue.
     let pointer: OpaquePointer
     let executor: BlockingExecutor
+    /// What librdkafka's callbacks reach through the configuration's opaque pointer; kept alive until the
+    /// handle is destroyed, since `rd_kafka_destroy` itself may still call back (a consumer's final revoke).
+    private let callbackContext: (any Sendable & AnyObject)?
 
-    init(type: rd_kafka_type_t, configuration: KafkaConfiguration, extra: [(String, String)], prepare: (OpaquePointer) -> Void = { _ in }) throws {
+    init(
+        type: rd_kafka_type_t,
+        configuration: KafkaConfiguration,
+        extra: [(String, String)],
+        callbackContext: (any Sendable & AnyObject)? = nil,
+        prepare: (OpaquePointer) -> Void = { _ in }
+    ) throws {
         let conf = try makeNativeConfiguration(try configuration.validated().librdkafkaProperties(forConsumer: type == RD_KAFKA_CONSUMER) + extra)
         prepare(conf)
         // librdkafka logs every refused connection to stderr; failures reach callers as errors instead.
@@ -49,6 +67,7 @@ final class KafkaHandle: @unchecked Sendable {
         }
         pointer = handle
         executor = BlockingExecutor(label: "kafka.\(configuration.clientID)")
+        self.callbackContext = callbackContext
     }
 
     func metadata(timeout: Duration) async throws -> KafkaClusterMetadata {
@@ -72,7 +91,10 @@ final class KafkaHandle: @unchecked Sendable {
     deinit {
         // rd_kafka_destroy can block (it flushes and closes); never on the thread that dropped the last reference.
         let handle = SendableHandle(pointer)
-        executor.submit { rd_kafka_destroy(handle.pointer) }
+        executor.submit { [callbackContext] in
+            rd_kafka_destroy(handle.pointer)
+            withExtendedLifetime(callbackContext) {}
+        }
     }
 }
 

@@ -158,13 +158,7 @@ public final class KafkaProducer: Sendable {
     }
 
     static func validate(_ message: KafkaOutgoing) throws {
-        guard !message.topic.isEmpty, message.topic.utf8.count <= 249,
-              message.topic.utf8.allSatisfy({ byte in
-                  (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
-                      || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
-              }) else {
-            throw ProdReadyError(.invalidArgument, "Kafka topic names are 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-', got '\(message.topic)'")
-        }
+        try validateTopicName(message.topic)
         guard message.headers.allSatisfy({ !$0.name.isEmpty }) else {
             throw ProdReadyError(.invalidArgument, "Kafka header names must not be empty")
         }
@@ -272,5 +266,16 @@ private final class BatchLatch: Sendable {
             }
             if let ready { continuation.resume(returning: ready) }
         }
+    }
+}
+
+/// Kafka's own rule for topic names, checked before anything is sent.
+func validateTopicName(_ topic: String) throws {
+    guard !topic.isEmpty, topic.utf8.count <= 249,
+          topic.utf8.allSatisfy({ byte in
+              (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
+                  || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || byte == UInt8(ascii: ".") || byte == UInt8(ascii: "_") || byte == UInt8(ascii: "-")
+          }) else {
+        throw ProdReadyError(.invalidArgument, "Kafka topic names are 1-249 characters of a-z, A-Z, 0-9, '.', '_' and '-', got '\(topic)'")
     }
 }
