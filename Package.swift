@@ -169,7 +169,8 @@ let package = Package(
         .testTarget(
             name: "ClientTests",
             dependencies: [
-                "TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyS3", "ProdReadyRedis", "ProdReadyKafka", "ProdReadyNATS",
+                // The consumer-group test runs `prodready kafka consume` members as child processes to kill one.
+                "prodready", "TestSupport", "ProdReadyCore", "ProdReadyInfra", "ProdReadyS3", "ProdReadyRedis", "ProdReadyKafka", "ProdReadyNATS",
                 "ProdReadyReliability", "ProdReadySinks", "ProdReadyPostgres",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
