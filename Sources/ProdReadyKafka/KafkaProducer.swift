@@ -63,6 +63,8 @@ private func deliveryError(_ code: rd_kafka_resp_err_t) -> ProdReadyError {
         ProdReadyError(.invalidArgument, "Kafka refused the message: \(kafkaErrorDescription(code))")
     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
         ProdReadyError(.notFound, "Kafka delivery failed: \(kafkaErrorDescription(code))", retriable: true)
+    case RD_KAFKA_RESP_ERR_PRODUCER_FENCED, RD_KAFKA_RESP_ERR__FENCED, RD_KAFKA_RESP_ERR__FATAL:
+        ProdReadyError(KafkaProducer.fencedCode, "Kafka delivery failed: \(kafkaErrorDescription(code)); the next send uses a new producer id", retriable: true)
     case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
         ProdReadyError(.timeout, "Kafka delivery timed out (no broker acknowledged it within the delivery timeout)", retriable: true)
     default:
@@ -76,12 +78,23 @@ private func deliveryError(_ code: rd_kafka_resp_err_t) -> ProdReadyError {
 /// librdkafka. Delivery reports come back on librdkafka's background thread, so nothing has to poll. Call
 /// `flush` before dropping a producer that may still hold messages.
 public final class KafkaProducer: Sendable {
-    private let handle: KafkaHandle
+    private let configuration: KafkaConfiguration
+    private let idempotent: Bool
+    /// Replaced when the broker fences the producer id for good (see `replaceIfFenced`).
+    private let current: Mutex<KafkaHandle>
 
     /// - Parameter idempotent: no duplicates or reordering on retries (the default); a health probe that only
     ///   needs one round trip can do without the producer-id handshake.
     public init(configuration: KafkaConfiguration, idempotent: Bool = true) throws {
-        handle = try KafkaHandle(
+        self.configuration = configuration
+        self.idempotent = idempotent
+        current = Mutex(try Self.makeHandle(configuration: configuration, idempotent: idempotent))
+    }
+
+    private var handle: KafkaHandle { current.withLock { $0 } }
+
+    private static func makeHandle(configuration: KafkaConfiguration, idempotent: Bool) throws -> KafkaHandle {
+        let handle = try KafkaHandle(
             type: RD_KAFKA_PRODUCER,
             configuration: configuration,
             extra: [("enable.idempotence", idempotent ? "true" : "false"), ("acks", "all")],
@@ -102,7 +115,24 @@ public final class KafkaProducer: Sendable {
             throw ProdReadyError(.protocolError, "librdkafka did not start its background thread for delivery reports")
         }
         rd_kafka_queue_forward(main, background)
+        return handle
     }
+
+    /// An idempotent producer whose id the broker fenced, or that librdkafka declared fatally failed, never
+    /// delivers again: every later send fails. Brokers without KIP-360 (Tansu 0.6) fence a producer whose
+    /// message timed out while they were down, since librdkafka then asks to bump the epoch of its existing id.
+    /// The failed messages were reported to their senders; from the next send on a new handle (a new producer id)
+    /// takes over, so the same `KafkaProducer` recovers after an outage.
+    private func replaceIfFenced(_ failed: KafkaHandle, outcomes: [Result<KafkaDeliveryReport, ProdReadyError>]) {
+        let fenced = outcomes.contains { if case .failure(let error) = $0 { error.code == Self.fencedCode } else { false } }
+        guard fenced || rd_kafka_fatal_error(failed.pointer, nil, 0) != RD_KAFKA_RESP_ERR_NO_ERROR,
+              let replacement = try? Self.makeHandle(configuration: configuration, idempotent: idempotent) else { return }
+        current.withLock { handle in
+            if handle === failed { handle = replacement }
+        }
+    }
+
+    static let fencedCode = ProdReadyError.Code("kafka_producer_fenced")
 
     public func metadata(timeout: Duration = .seconds(5)) async throws -> KafkaClusterMetadata {
         try await handle.metadata(timeout: timeout)
@@ -123,6 +153,7 @@ public final class KafkaProducer: Sendable {
     /// Sends `messages` (librdkafka batches them) and waits for every delivery report; the outcome of each, in
     /// order. A message refused before sending (bad topic, too large, queue full for too long) fails alone.
     public func send(batch messages: [KafkaOutgoing]) async throws -> [Result<KafkaDeliveryReport, ProdReadyError>] {
+        let handle = self.handle
         let latch = BatchLatch(count: messages.count)
         for (index, message) in messages.enumerated() {
             do {
@@ -133,7 +164,7 @@ public final class KafkaProducer: Sendable {
             }
             var waited = Duration.zero
             while true {
-                let refusal = enqueue(message, slot: DeliverySlot { latch.record(index, $0) })
+                let refusal = enqueue(message, on: handle, slot: DeliverySlot { latch.record(index, $0) })
                 guard let refusal else { break }
                 if refusal.code == Self.queueFull && waited < Self.queueFullPatience {
                     try await Task.sleep(for: .milliseconds(5))
@@ -144,7 +175,9 @@ public final class KafkaProducer: Sendable {
                 break
             }
         }
-        return await latch.wait()
+        let outcomes = await latch.wait()
+        replaceIfFenced(handle, outcomes: outcomes)
+        return outcomes
     }
 
     /// Waits until every queued message is delivered or failed (call before shutting down).
@@ -168,9 +201,9 @@ public final class KafkaProducer: Sendable {
     static let queueFullPatience = Duration.seconds(30)
 
     /// Hands one message to librdkafka; the refusal if it would not take it (the slot is then released unused).
-    private func enqueue(_ message: KafkaOutgoing, slot: DeliverySlot) -> ProdReadyError? {
+    private func enqueue(_ message: KafkaOutgoing, on handle: KafkaHandle, slot: DeliverySlot) -> ProdReadyError? {
         let opaque = Unmanaged.passRetained(slot).toOpaque()
-        let code = produce(message, opaque: opaque)
+        let code = produce(message, on: handle, opaque: opaque)
         if code == RD_KAFKA_RESP_ERR_NO_ERROR { return nil }
         Unmanaged<DeliverySlot>.fromOpaque(opaque).release()
         if code == RD_KAFKA_RESP_ERR__QUEUE_FULL {
@@ -183,7 +216,7 @@ public final class KafkaProducer: Sendable {
     }
 
     /// One rd_kafka_produceva call (thread-safe and non-blocking, so it runs on the caller's thread).
-    private func produce(_ message: KafkaOutgoing, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
+    private func produce(_ message: KafkaOutgoing, on handle: KafkaHandle, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
         var headers: OpaquePointer?
         if !message.headers.isEmpty {
             headers = rd_kafka_headers_new(message.headers.count)
