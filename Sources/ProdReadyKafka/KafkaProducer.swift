@@ -33,10 +33,18 @@ public struct KafkaOutgoing: Sendable {
     }
 }
 
-/// Where one produced message ends up: told to its sender by librdkafka's background thread.
+/// Where one produced message ends up: told to its batch by librdkafka's background thread. One allocation
+/// per message; the topic is the sender's string, so a report costs no copy of it.
 private final class DeliverySlot: Sendable {
-    let complete: @Sendable (Result<KafkaDeliveryReport, ProdReadyError>) -> Void
-    init(_ complete: @escaping @Sendable (Result<KafkaDeliveryReport, ProdReadyError>) -> Void) { self.complete = complete }
+    let latch: BatchLatch
+    let index: Int
+    let topic: String
+
+    init(latch: BatchLatch, index: Int, topic: String) {
+        self.latch = latch
+        self.index = index
+        self.topic = topic
+    }
 }
 
 /// Delivery reports arrive as events on librdkafka's background thread; no poll loop is needed.
@@ -49,10 +57,9 @@ private let deliveryEventCallback: @convention(c) (OpaquePointer?, OpaquePointer
         let slot = Unmanaged<DeliverySlot>.fromOpaque(opaque).takeRetainedValue()
         let code = message.pointee.err
         if code == RD_KAFKA_RESP_ERR_NO_ERROR {
-            let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
-            slot.complete(.success(KafkaDeliveryReport(topic: topic, partition: message.pointee.partition, offset: message.pointee.offset)))
+            slot.latch.record(slot.index, .success(KafkaDeliveryReport(topic: slot.topic, partition: message.pointee.partition, offset: message.pointee.offset)))
         } else {
-            slot.complete(.failure(deliveryError(code)))
+            slot.latch.record(slot.index, .failure(deliveryError(code)))
         }
     }
 }
@@ -164,7 +171,7 @@ public final class KafkaProducer: Sendable {
             }
             var waited = Duration.zero
             while true {
-                let refusal = enqueue(message, on: handle, slot: DeliverySlot { latch.record(index, $0) })
+                let refusal = enqueue(message, on: handle, slot: DeliverySlot(latch: latch, index: index, topic: message.topic))
                 guard let refusal else { break }
                 if refusal.code == Self.queueFull && waited < Self.queueFullPatience {
                     try await Task.sleep(for: .milliseconds(5))
@@ -231,8 +238,8 @@ public final class KafkaProducer: Sendable {
         let key = message.key ?? []
         let code: rd_kafka_resp_err_t = message.topic.withCString { topic in
             message.value.withUnsafeBytes { value in
-                key.withUnsafeBytes { keyBytes in
-                    var values = [rd_kafka_vu_t](repeating: rd_kafka_vu_t(), count: 6)
+                key.withUnsafeBytes { keyBytes in withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 6) { values in
+                    values.initialize(repeating: rd_kafka_vu_t())
                     values[0].vtype = RD_KAFKA_VTYPE_TOPIC
                     values[0].u.cstr = topic
                     values[1].vtype = RD_KAFKA_VTYPE_VALUE
@@ -254,10 +261,10 @@ public final class KafkaProducer: Sendable {
                         values[count].u.headers = headers
                         count += 1
                     }
-                    guard let error = rd_kafka_produceva(handle.pointer, values, count) else { return RD_KAFKA_RESP_ERR_NO_ERROR }
+                    guard let error = rd_kafka_produceva(handle.pointer, values.baseAddress, count) else { return RD_KAFKA_RESP_ERR_NO_ERROR }
                     defer { rd_kafka_error_destroy(error) }
                     return rd_kafka_error_code(error)
-                }
+                } }
             }
         }
         // On success librdkafka owns the headers; on failure they are still ours.

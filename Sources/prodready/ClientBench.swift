@@ -43,6 +43,10 @@ struct ClientBench: AsyncParsableCommand {
     var only: [Client] = Client.allCases
     @Option(name: .long, help: "Kafka messages (200 bytes each).")
     var kafkaMessages: Int = 500_000
+    @Option(name: .long, help: "Kafka messages per send(batch:).")
+    var kafkaBatch: Int = 10_000
+    @Option(name: .long, help: "Kafka batches in flight at once.")
+    var kafkaInFlight: Int = 4
     @Option(name: .long, help: "JetStream messages (200 bytes each).")
     var natsMessages: Int = 200_000
     @Option(name: .long, help: "JetStream publishes in flight.")
@@ -62,7 +66,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func validate() throws {
         try validateRanges([
-            ("--kafka-messages", kafkaMessages, 1...50_000_000),
+            ("--kafka-messages", kafkaMessages, 1...50_000_000), ("--kafka-batch", kafkaBatch, 1...1_000_000), ("--kafka-in-flight", kafkaInFlight, 1...64),
             ("--nats-messages", natsMessages, 1...10_000_000), ("--nats-window", natsWindow, 1...65_536), ("--nats-fetch", natsFetch, 1...10_000),
             ("--redis-operations", redisOperations, 2...100_000_000), ("--redis-pipeline", redisPipeline, 2...100_000),
             ("--s3-objects", s3Objects, 1...1_000_000), ("--s3-object-size", s3ObjectSize, 0...(16 << 20)), ("--s3-in-flight", s3InFlight, 1...256),
@@ -107,13 +111,26 @@ struct ClientBench: AsyncParsableCommand {
         try await KafkaAdmin(configuration: configuration).createTopic(topic, partitions: 1, allowExisting: true)
         let producer = try KafkaProducer(configuration: configuration)
         let value = [UInt8](repeating: UInt8(ascii: "x"), count: 200)
-        progress("Kafka: producing \(kafkaMessages) messages of 200 bytes, idempotent, linger.ms=5")
+        progress("Kafka: producing \(kafkaMessages) messages of 200 bytes, idempotent, linger.ms=5, \(kafkaInFlight) batches of \(kafkaBatch) in flight")
+        let keys = (0..<64).map { Array("k\($0)".utf8) }
         let clock = ContinuousClock()
         var produce = await validator.newMeasurement("Kafka idempotent produce, 200 B (msg/s)", thresholds: [.throughput(atLeast: 200_000)])
         let produceStart = clock.now
-        for start in stride(from: 0, to: kafkaMessages, by: 50_000) {
-            let batch = (start..<min(start + 50_000, kafkaMessages)).map { KafkaOutgoing(topic: topic, key: Array("k\($0 % 64)".utf8), value: value) }
-            for outcome in try await producer.send(batch: batch) { _ = try outcome.get() }
+        // Batches overlap so librdkafka's queue never drains while a batch waits for its last acknowledgement.
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            var inFlight = 0
+            for start in stride(from: 0, to: kafkaMessages, by: kafkaBatch) {
+                if inFlight == kafkaInFlight {
+                    try await tasks.next()
+                    inFlight -= 1
+                }
+                let batch = (start..<min(start + kafkaBatch, kafkaMessages)).map { KafkaOutgoing(topic: topic, key: keys[$0 % keys.count], value: value) }
+                tasks.addTask {
+                    for outcome in try await producer.send(batch: batch) { _ = try outcome.get() }
+                }
+                inFlight += 1
+            }
+            try await tasks.waitForAll()
         }
         produce.elapsed = clock.now - produceStart
         produce.record(operations: kafkaMessages)

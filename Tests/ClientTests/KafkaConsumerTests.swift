@@ -126,6 +126,30 @@ struct KafkaConsumerTests {
         }
     }
 
+    @Test("with an automatic commit interval only stored offsets are committed: processed-and-stored messages count, merely read ones do not")
+    func automaticCommitOfStoredOffsets() async throws {
+        let servers = try await servers()
+        try await withKafkaTopic(servers, partitions: 1) { topic in
+            _ = try await produce(10, to: topic, servers: servers)
+            let group = uniqueName("g")
+            let partition = KafkaTopicPartition(topic, 0)
+            let consumer = try KafkaConsumer(configuration: .embedded(bootstrapServers: servers), groupID: group, autoCommitInterval: .milliseconds(100))
+            try await consumer.assign([partition: .beginning])
+            let processed = try await consumer.collect(5, within: .seconds(10))
+            try await consumer.store(processed)
+            try await eventually("the stored offset 5 to be committed in the background", timeout: .seconds(10)) { () -> PollOutcome<Void> in
+                let committed = try await consumer.committed([partition])[partition] ?? nil
+                return committed == 5 ? .done(()) : .pending("committed \(String(describing: committed))")
+            }
+            let readOnly = try await consumer.collect(3, within: .seconds(10))
+            #expect(readOnly.map(\.offset) == [5, 6, 7])
+            // Several commit intervals pass; nothing new was stored, so nothing new may be committed.
+            try await Task.sleep(for: .milliseconds(600))
+            let committed = try await consumer.committed([partition])[partition] ?? nil
+            #expect(committed == 5, "read but unprocessed messages were committed: \(String(describing: committed))")
+        }
+    }
+
     @Test("malformed consumer and admin input is refused with invalid_argument or not_found")
     func malformedInput() async throws {
         let servers = try await servers()
