@@ -169,6 +169,28 @@ public func connectPostgres(
     }
 }
 
+/// The rows of `query`, or a retriable `timeout` once `deadline` passes: PostgresNIO's pool keeps retrying an
+/// unreachable server for as long as a query waits for a connection, so without a deadline a call made while
+/// the server is down would wait until it is back. Errors are classified like `ProdReadyError.postgres`.
+public func queryRows(
+    _ client: PostgresClient,
+    _ query: PostgresQuery,
+    deadline: Duration?,
+    doing: String,
+    logger: Logger
+) async throws -> [PostgresRow] {
+    do {
+        guard let deadline else { return try await client.query(query, logger: logger).collect() }
+        return try await withDeadline(deadline, timeoutError: {
+            ProdReadyError(.timeout, "\(doing): PostgreSQL did not answer within \(deadline) (down, unreachable or overloaded)", retriable: true)
+        }) {
+            try await client.query(query, logger: logger).collect()
+        }
+    } catch {
+        throw ProdReadyError.postgres(error, doing: doing)
+    }
+}
+
 /// Reads one integer (a count, say) with `query`.
 public func queryInt(_ client: PostgresClient, _ query: PostgresQuery) async throws -> Int {
     let rows = try await client.query(query).collect()

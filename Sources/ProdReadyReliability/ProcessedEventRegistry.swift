@@ -53,10 +53,14 @@ public struct ProcessedEventRegistry: Sendable {
         public var owner: String
         /// How long a claim stays exclusive without a heartbeat.
         public var leaseTimeout: Duration
+        /// How long one operation may wait for the database before it fails with a retriable `timeout` (nil:
+        /// no limit). While the server is down, calls fail after this instead of waiting for it to return.
+        public var operationTimeout: Duration?
 
-        public init(owner: String = defaultOwner(service: "prodready"), leaseTimeout: Duration = .seconds(900)) {
+        public init(owner: String = defaultOwner(service: "prodready"), leaseTimeout: Duration = .seconds(900), operationTimeout: Duration? = .seconds(30)) {
             self.owner = owner
             self.leaseTimeout = leaseTimeout
+            self.operationTimeout = operationTimeout
         }
     }
 
@@ -68,6 +72,9 @@ public struct ProcessedEventRegistry: Sendable {
     public init(client: PostgresClient, schema: SQLIdentifier, options: Options = Options(), logger: Logger = reliabilityLogger) throws {
         guard !options.owner.isEmpty else { throw ProdReadyError(.invalidArgument, "registry owner must not be empty") }
         guard options.leaseTimeout > .zero else { throw ProdReadyError(.invalidArgument, "lease timeout must be positive, got \(options.leaseTimeout)") }
+        if let timeout = options.operationTimeout, timeout <= .zero {
+            throw ProdReadyError(.invalidArgument, "operation timeout must be positive, got \(timeout)")
+        }
         self.client = client
         self.schema = schema
         self.options = options
@@ -93,9 +100,7 @@ public struct ProcessedEventRegistry: Sendable {
             SELECT claim_outcome, claim_attempts
             FROM \(unescaped: s).prodready_claim(\(handler), \(eventID), \(aggregateID), \(sequence), \(owner), \(leaseMilliseconds))
             """
-        let rows = try await run("claiming \(handler)/\(eventID)") {
-            try await client.query(query, logger: logger).collect()
-        }
+        let rows = try await fetch(query, doing: "claiming \(handler)/\(eventID)")
         guard let row = rows.first else { throw ProdReadyError(.protocolError, "claim returned no row") }
         let (outcome, attempts) = try row.decode((String, Int?).self)
         return try Self.outcome(outcome, attempts: attempts)
@@ -128,7 +133,7 @@ public struct ProcessedEventRegistry: Sendable {
 
     /// Runs a mark function answering (result, current status, current owner) and turns a refusal into an error.
     private func finish(_ query: PostgresQuery, handler: String, eventID: String, doing: String, succeeded: Set<String>) async throws {
-        let rows = try await run("\(doing) \(handler)/\(eventID)") { try await client.query(query, logger: logger).collect() }
+        let rows = try await fetch(query, doing: "\(doing) \(handler)/\(eventID)")
         guard let row = rows.first else { throw ProdReadyError(.protocolError, "\(doing) returned no row") }
         let (result, status, currentOwner) = try row.decode((String, String?, String?).self)
         guard succeeded.contains(result) else {
@@ -142,7 +147,7 @@ public struct ProcessedEventRegistry: Sendable {
         try Self.validate(handler: handler, eventID: eventID)
         let s = schema.quoted
         let query: PostgresQuery = "SELECT \(unescaped: s).prodready_heartbeat(\(handler), \(eventID), \(owner))"
-        let rows = try await run("heartbeat for \(handler)/\(eventID)") { try await client.query(query, logger: logger).collect() }
+        let rows = try await fetch(query, doing: "heartbeat for \(handler)/\(eventID)")
         return try rows.first?.decode(Bool.self) ?? false
     }
 
@@ -191,7 +196,7 @@ public struct ProcessedEventRegistry: Sendable {
             SELECT claim_ordinal, claim_outcome, claim_attempts
             FROM \(unescaped: s).prodready_claim_batch(\(handler), \(eventIDs), \(aggregateIDs), \(sequences), \(owner), \(leaseMilliseconds))
             """
-        let rows = try await run("claiming \(deliveries.count) events for \(handler)") { try await client.query(query, logger: logger).collect() }
+        let rows = try await fetch(query, doing: "claiming \(deliveries.count) events for \(handler)")
         var outcomes = [ClaimOutcome?](repeating: nil, count: deliveries.count)
         for row in rows {
             let (ordinal, outcome, attempts) = try row.decode((Int64, String, Int?).self)
@@ -217,7 +222,7 @@ public struct ProcessedEventRegistry: Sendable {
             SELECT done_ordinal, done_result, current_status, current_owner
             FROM \(unescaped: s).prodready_mark_done_batch(\(handler), \(eventIDs), \(owner))
             """
-        let rows = try await run("marking \(eventIDs.count) events of \(handler) done") { try await client.query(query, logger: logger).collect() }
+        let rows = try await fetch(query, doing: "marking \(eventIDs.count) events of \(handler) done")
         var results = [MarkResult?](repeating: nil, count: eventIDs.count)
         for row in rows {
             let (ordinal, result, status, currentOwner) = try row.decode((Int64, String, String?, String?).self)
@@ -245,12 +250,8 @@ public struct ProcessedEventRegistry: Sendable {
         )
     }
 
-    private func run<T>(_ doing: String, _ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch {
-            throw ProdReadyError.postgres(error, doing: doing)
-        }
+    private func fetch(_ query: PostgresQuery, doing: String) async throws -> [PostgresRow] {
+        try await queryRows(client, query, deadline: options.operationTimeout, doing: doing, logger: logger)
     }
 
     static func outcome(_ text: String, attempts: Int?) throws -> ClaimOutcome {

@@ -38,13 +38,26 @@ public struct SequenceAllocator: Sendable {
     public let client: PostgresClient
     public let schema: SQLIdentifier
     public let aggregateType: String
+    /// How long one reserve may wait for the database before it fails with a retriable `timeout` (nil: no
+    /// limit), so a reserve made while the server is down fails instead of waiting for it to return.
+    public let operationTimeout: Duration?
     let logger: Logger
 
-    public init(client: PostgresClient, schema: SQLIdentifier, aggregateType: String, logger: Logger = reliabilityLogger) throws {
+    public init(
+        client: PostgresClient,
+        schema: SQLIdentifier,
+        aggregateType: String,
+        operationTimeout: Duration? = .seconds(30),
+        logger: Logger = reliabilityLogger
+    ) throws {
         try ProcessedEventRegistry.validateText(aggregateType, name: "aggregate type")
+        if let operationTimeout, operationTimeout <= .zero {
+            throw ProdReadyError(.invalidArgument, "operation timeout must be positive, got \(operationTimeout)")
+        }
         self.client = client
         self.schema = schema
         self.aggregateType = aggregateType
+        self.operationTimeout = operationTimeout
         self.logger = logger
     }
 
@@ -101,12 +114,7 @@ public struct SequenceAllocator: Sendable {
         let query: PostgresQuery = """
             SELECT reserved, actual FROM \(unescaped: schema.quoted).prodready_reserve_expected(\(handler), \(aggregateID), \(seed), \(expected))
             """
-        let rows: [PostgresRow]
-        do {
-            rows = try await client.query(query, logger: logger).collect()
-        } catch {
-            throw ProdReadyError.postgres(error, doing: "reserving sequence \(expected + 1) of \(aggregateID)")
-        }
+        let rows = try await queryRows(client, query, deadline: operationTimeout, doing: "reserving sequence \(expected + 1) of \(aggregateID)", logger: logger)
         guard let row = rows.first else { throw ProdReadyError(.protocolError, "reserve_expected returned no row") }
         let (reserved, actual) = try row.decode((Int64?, Int64?).self)
         if let reserved { return reserved }
@@ -115,8 +123,8 @@ public struct SequenceAllocator: Sendable {
     }
 
     private func single(_ query: PostgresQuery, doing: String) async throws -> Int64? {
+        let rows = try await queryRows(client, query, deadline: operationTimeout, doing: doing, logger: logger)
         do {
-            let rows = try await client.query(query, logger: logger).collect()
             return try rows.first?.decode(Int64.self)
         } catch {
             throw ProdReadyError.postgres(error, doing: doing)

@@ -1,0 +1,61 @@
+import Synchronization
+
+/// Runs `body` but gives up after `deadline`, throwing `timeoutError()` without waiting for `body` to notice.
+///
+/// For calls that may wait indefinitely in a library that does not bound them (a connection pool that keeps
+/// retrying an unreachable server while a query waits for a connection): `body` runs in a task of its own that
+/// is cancelled when the deadline passes or the caller is cancelled, and the caller returns at once either way.
+public func withDeadline<Value: Sendable>(
+    _ deadline: Duration,
+    timeoutError: @escaping @Sendable () -> any Error,
+    _ body: @escaping @Sendable () async throws -> Value
+) async throws -> Value {
+    let outcome = FirstOutcome<Value>()
+    let work = Task {
+        do { outcome.offer(.success(try await body())) } catch { outcome.offer(.failure(error)) }
+    }
+    let timer = Task {
+        try await Task.sleep(for: deadline)
+        if outcome.offer(.failure(timeoutError())) { work.cancel() }
+    }
+    defer { timer.cancel() }
+    return try await withTaskCancellationHandler {
+        try await outcome.value()
+    } onCancel: {
+        work.cancel()
+        outcome.offer(.failure(CancellationError()))
+    }
+}
+
+/// The first of several competing results; later ones are dropped.
+private final class FirstOutcome<Value: Sendable>: Sendable {
+    private struct State {
+        var result: Result<Value, any Error>?
+        var waiter: CheckedContinuation<Value, any Error>?
+    }
+    private let state = Mutex(State())
+
+    /// Whether `result` was the first (and so the one the waiter gets).
+    @discardableResult
+    func offer(_ result: Result<Value, any Error>) -> Bool {
+        let (accepted, waiter): (Bool, CheckedContinuation<Value, any Error>?) = state.withLock { state in
+            guard state.result == nil else { return (false, nil) }
+            state.result = result
+            defer { state.waiter = nil }
+            return (true, state.waiter)
+        }
+        waiter?.resume(with: result)
+        return accepted
+    }
+
+    func value() async throws -> Value {
+        try await withCheckedThrowingContinuation { continuation in
+            let ready: Result<Value, any Error>? = state.withLock { state in
+                if let result = state.result { return result }
+                state.waiter = continuation
+                return nil
+            }
+            if let ready { continuation.resume(with: ready) }
+        }
+    }
+}
