@@ -70,8 +70,11 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
                 let source = try await infrastructure.source(for: requirement.components)
                 for component in requirement.components {
                     var health = await source.health(component)
-                    // A transient error or a slow answer from a server that accepted the connection is not an outage: check again.
-                    for _ in 0..<2 where !health.isHealthy && health.failureMayPass {
+                    // A transient error or a slow answer from a server that accepted the connection (busy, or "the
+                    // database system is starting up") is not an outage: check again for a while.
+                    let clock = ContinuousClock()
+                    let recheckUntil = clock.now + .seconds(10)
+                    while !health.isHealthy, health.failureMayPass, clock.now < recheckUntil {
                         try await Task.sleep(for: .milliseconds(200))
                         health = await source.health(component)
                     }

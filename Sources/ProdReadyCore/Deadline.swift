@@ -1,15 +1,17 @@
 import Synchronization
 
-/// Runs `body` but gives up after `deadline`, throwing `timeoutError()` without waiting for `body` to notice.
+/// Runs `body` but gives up after `deadline`, throwing `timeoutError()` (by default a retriable `timeout`, "no
+/// answer within …") without waiting for `body` to notice.
 ///
 /// For calls that may wait indefinitely in a library that does not bound them (a connection pool that keeps
 /// retrying an unreachable server while a query waits for a connection): `body` runs in a task of its own that
 /// is cancelled when the deadline passes or the caller is cancelled, and the caller returns at once either way.
 public func withDeadline<Value: Sendable>(
     _ deadline: Duration,
-    timeoutError: @escaping @Sendable () -> any Error,
+    timeoutError: (@Sendable () -> any Error)? = nil,
     _ body: @escaping @Sendable () async throws -> Value
 ) async throws -> Value {
+    let timeoutError = timeoutError ?? { ProdReadyError(.timeout, "no answer within \(deadline)", retriable: true) }
     let outcome = FirstOutcome<Value>()
     let work = Task {
         do { outcome.offer(.success(try await body())) } catch { outcome.offer(.failure(error)) }

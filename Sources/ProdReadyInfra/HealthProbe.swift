@@ -150,20 +150,6 @@ public enum HealthProbe {
 
 let quietLogger = Logger(label: "prodready.probe", factory: { _ in SwiftLogNoOpLogHandler() })
 
-
-/// Runs `body`, throwing `.timeout` if it has not finished after `timeout`.
-public func withDeadline<T: Sendable>(_ timeout: Duration, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
-    try await withThrowingTaskGroup(of: T.self) { group in
-        group.addTask { try await body() }
-        group.addTask {
-            try await Task.sleep(for: timeout)
-            throw ProdReadyError(.timeout, "no answer within \(timeout)", retriable: true)
-        }
-        defer { group.cancelAll() }
-        return try await group.next()!
-    }
-}
-
 extension String {
     init(format1 value: Double) {
         let rounded = (value * 10).rounded() / 10

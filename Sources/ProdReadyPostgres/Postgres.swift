@@ -156,7 +156,8 @@ public func withPostgresTransaction<Result: Sendable>(
     }
 }
 
-/// Opens one connection to `url`; a refusal or timeout is a retriable `connection_failed` naming the server.
+/// Opens one connection to `url`; a refusal or timeout is a retriable `connection_failed` naming the server, and
+/// an answer from the server (wrong password, "starting up") is classified by its SQLSTATE.
 public func connectPostgres(
     _ url: String,
     logger: Logger = Logger(label: "prodready.postgres", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -164,6 +165,8 @@ public func connectPostgres(
     let configuration = try PostgresURL(url).configuration
     do {
         return try await PostgresConnection.connect(on: MultiThreadedEventLoopGroup.singleton.any(), configuration: configuration, id: 1, logger: logger)
+    } catch let error as PSQLError where error.serverInfo?[.sqlState] != nil {
+        throw ProdReadyError.postgres(error, doing: "cannot connect to PostgreSQL at \(redacted(url))")
     } catch {
         throw ProdReadyError(.connectionFailed, "cannot connect to PostgreSQL at \(redacted(url)): \(postgresErrorSummary(error))", retriable: true)
     }

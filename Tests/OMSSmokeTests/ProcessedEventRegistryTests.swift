@@ -120,18 +120,20 @@ struct ProcessedEventRegistryTests {
     @Test("a long handler keeps its lease with heartbeats; another worker sees inProgress the whole time")
     func heartbeatKeepsLease() async throws {
         try await withSchema(pools: 2) { clients, schema in
-            let slow = try registry(clients[0], schema, owner: "slow", lease: .seconds(1))
-            let eager = try registry(clients[1], schema, owner: "eager", lease: .seconds(1))
+            // A 3 s lease with a heartbeat every 300 ms leaves a loaded 2-core machine slack (a 1 s lease was lost
+            // once while the whole test run shared the cores); 4 s of handling still outlasts the lease.
+            let slow = try registry(clients[0], schema, owner: "slow", lease: .seconds(3))
+            let eager = try registry(clients[1], schema, owner: "eager", lease: .seconds(3))
             #expect(try await slow.claim(handler: "orders", eventID: "e1") == .claimed(attempt: 1))
-            let observed = try await slow.withHeartbeat(handler: "orders", eventID: "e1", every: .milliseconds(200)) {
+            let observed = try await slow.withHeartbeat(handler: "orders", eventID: "e1", every: .milliseconds(300)) {
                 var outcomes: [ClaimOutcome] = []
                 for _ in 0..<5 {
-                    try await Task.sleep(for: .milliseconds(500))
+                    try await Task.sleep(for: .milliseconds(800))
                     outcomes.append(try await eager.claim(handler: "orders", eventID: "e1"))
                 }
                 return outcomes
             }
-            #expect(observed == Array(repeating: .inProgress, count: 5), "2.5 s with a 1 s lease: heartbeats must keep it")
+            #expect(observed == Array(repeating: .inProgress, count: 5), "4 s with a 3 s lease: heartbeats must keep it")
             try await slow.markDone(handler: "orders", eventID: "e1")
         }
     }
