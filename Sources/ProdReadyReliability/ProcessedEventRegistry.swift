@@ -117,6 +117,29 @@ public struct ProcessedEventRegistry: Sendable {
         try await finish(query, handler: handler, eventID: eventID, doing: "mark done", succeeded: ["done", "already_done"])
     }
 
+    /// `markDone(handler:eventID:)` for the event just handled and `claim` of the next delivery, in one round
+    /// trip and one transaction: a consumer's loop at one commit per event instead of two. When the finish is
+    /// refused (someone else owns `eventID`, or it was never claimed) nothing is claimed and the refusal is
+    /// thrown, as `markDone` would; otherwise the next delivery's claim outcome is returned.
+    public func markDone(handler: String, eventID: String, thenClaim next: EventDelivery) async throws -> ClaimOutcome {
+        try Self.validate(handler: handler, eventID: eventID)
+        try Self.validate(handler: handler, eventID: next.eventID)
+        try Self.validate(aggregateID: next.aggregateID, sequence: next.sequence)
+        let query: PostgresQuery = """
+            SELECT done_result, current_status, current_owner, claim_outcome, claim_attempts
+            FROM \(unescaped: schema.quoted).prodready_mark_done_then_claim(
+                \(handler), \(eventID), \(owner), \(next.eventID), \(next.aggregateID), \(next.sequence), \(options.leaseTimeout.wholeMilliseconds))
+            """
+        let rows = try await fetch(query, doing: "mark done \(handler)/\(eventID) then claim \(next.eventID)")
+        guard let row = rows.first else { throw ProdReadyError(.protocolError, "mark done then claim returned no row") }
+        let (result, status, currentOwner, outcome, attempts) = try row.decode((String, String?, String?, String?, Int?).self)
+        guard result == "done" || result == "already_done" else {
+            throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done")
+        }
+        guard let outcome else { throw ProdReadyError(.protocolError, "mark done then claim finished \(eventID) but returned no claim outcome") }
+        return try Self.outcome(outcome, attempts: attempts)
+    }
+
     /// Records a failure of a claimed event (error text truncated to 4,000 characters). The next claim
     /// re-claims it with `attempt_count + 1`. Never overwrites `done`/`skipped_stale`; a non-owner gets an error.
     public func markFailed(handler: String, eventID: String, error text: String) async throws {

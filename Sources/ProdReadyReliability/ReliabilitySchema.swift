@@ -7,6 +7,7 @@ public enum ReliabilitySchema {
         Migration(version: 1, name: "processed_events and aggregate_versions", sql: registryTables),
         Migration(version: 2, name: "registry and allocator functions", sql: registryFunctions),
         Migration(version: 3, name: "outbox_events", sql: outboxTable),
+        Migration(version: 4, name: "mark done then claim the next event", sql: markDoneThenClaim),
     ]
 
     /// Creates `schema` if needed and brings it to the latest version.
@@ -314,6 +315,33 @@ public enum ReliabilitySchema {
         CREATE INDEX IF NOT EXISTS outbox_events_retryable ON \(s).outbox_events (next_retry_at)
             WHERE status = 'failed' AND retry_count <= max_retries;
         CREATE INDEX IF NOT EXISTS outbox_events_claims ON \(s).outbox_events (claimed_until) WHERE status = 'processing';
+        """
+    }
+
+    /// A consumer's loop in one round trip and one transaction per event: finish the event it handled, then
+    /// claim the next delivery, with exactly the transitions of `prodready_mark_done` and `prodready_claim`.
+    /// When the finish is refused (not the owner, no such row) nothing is claimed, so a caller that gets the
+    /// refusal never holds a claim it does not know about.
+    static func markDoneThenClaim(_ s: String) -> String {
+        """
+        CREATE OR REPLACE FUNCTION \(s).prodready_mark_done_then_claim(
+            p_handler text, p_done_event_id text, p_owner text,
+            p_event_id text, p_aggregate_id text, p_sequence bigint, p_lease_ms bigint)
+        RETURNS TABLE (done_result text, current_status text, current_owner text, claim_outcome text, claim_attempts int)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_done record;
+            v_claim record;
+        BEGIN
+            SELECT * INTO v_done FROM \(s).prodready_mark_done(p_handler, p_done_event_id, p_owner);
+            IF v_done.done_result NOT IN ('done', 'already_done') THEN
+                RETURN QUERY SELECT v_done.done_result, v_done.current_status, v_done.current_owner, NULL::text, NULL::int;
+                RETURN;
+            END IF;
+            SELECT * INTO v_claim FROM \(s).prodready_claim(p_handler, p_event_id, p_aggregate_id, p_sequence, p_owner, p_lease_ms);
+            RETURN QUERY SELECT v_done.done_result, v_done.current_status, v_done.current_owner, v_claim.claim_outcome, v_claim.claim_attempts;
+        END
+        $$;
         """
     }
 }

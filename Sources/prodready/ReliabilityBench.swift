@@ -15,7 +15,8 @@ struct ReliabilityBench: AsyncParsableCommand {
         Without --database-url it boots a private embedded Postgres (fsync on, as the suites use it) and removes \
         it afterwards; with one it works in a fresh schema that is dropped at the end. Measures: \
         claim → markDone round trip on one connection (target p50 <= 1 ms); one event per claim with N workers, \
-        each on its own connection (target >= 4,000 events/s); the batch path (target >= 20,000 events/s); \
+        each on its own connection (target >= 4,000 events/s), both as claim then markDone and as a consumer \
+        loop that finishes each event in the round trip claiming the next (markDone(…, thenClaim:)); the batch path (target >= 20,000 events/s); \
         and the outbox relay with R relays publishing to a table sink (target >= 10,000 rows/s). Prints one \
         line per measurement with percentiles and exits 1 if any target is missed.
         """
@@ -128,6 +129,45 @@ struct ReliabilityBench: AsyncParsableCommand {
             try await registry.markDone(handler: "throughput", eventID: "t\(index)")
         }
 
+        // The same work as a consumer loop that finishes each event in the round trip that claims the next one.
+        progress("one event per claim, markDone riding on the next claim: \(events) events, \(workerCount) workers")
+        var piggybacked = await validator.newMeasurement(
+            "one event per claim, \(workerCount) workers, markDone with the next claim (events/s)", thresholds: [.throughput(atLeast: 4_000)]
+        )
+        let clock = ContinuousClock()
+        let piggybackStart = clock.now
+        let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
+            for worker in 0..<workerCount {
+                let registry = registries[worker]
+                let mine = Array(stride(from: worker, to: events, by: workerCount))
+                group.addTask {
+                    func delivery(_ index: Int) -> EventDelivery {
+                        EventDelivery(eventID: "p\(index)", aggregateID: "a\(index % 1000)", sequence: Int64(index))
+                    }
+                    guard let first = mine.first else { return [] }
+                    var latencies: [Duration] = []
+                    latencies.reserveCapacity(mine.count)
+                    var start = ContinuousClock.now
+                    guard try await registry.claim(handler: "piggyback", eventID: "p\(first)", aggregateID: "a\(first % 1000)", sequence: Int64(first)).isClaimed else {
+                        throw ProdReadyError(.protocolError, "fresh event p\(first) was not claimed")
+                    }
+                    for (previous, next) in zip(mine, mine.dropFirst()) {
+                        let outcome = try await registry.markDone(handler: "piggyback", eventID: "p\(previous)", thenClaim: delivery(next))
+                        guard outcome.isClaimed else { throw ProdReadyError(.protocolError, "fresh event p\(next) was \(outcome)") }
+                        latencies.append(ContinuousClock.now - start)
+                        start = ContinuousClock.now
+                    }
+                    try await registry.markDone(handler: "piggyback", eventID: "p\(mine.last!)")
+                    latencies.append(ContinuousClock.now - start)
+                    return latencies
+                }
+            }
+            return try await group.reduce(into: [Duration]()) { $0 += $1 }
+        }
+        piggybacked.elapsed = clock.now - piggybackStart
+        for latency in latencies { piggybacked.record(latency: latency) }
+        await validator.add(piggybacked)
+
         progress("batch path: \(batchEvents) events in batches of \(batchSize), \(workerCount) workers")
         let batchCount = (batchEvents + batchSize - 1) / batchSize
         let eventsPerBatch = batchSize
@@ -152,9 +192,9 @@ struct ReliabilityBench: AsyncParsableCommand {
         perEvent.record(operations: total)
         perEvent.elapsed = batches.elapsed
         await validator.add(perEvent)
-        let done = try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(*)::int8 FROM \(schema.quoted).processed_events WHERE status = 'done' AND handler IN ('throughput', 'batch')"))
-        guard done == events + total else {
-            throw ProdReadyError(.protocolError, "expected \(events + total) done rows after the run, found \(done)")
+        let done = try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(*)::int8 FROM \(schema.quoted).processed_events WHERE status = 'done' AND handler IN ('throughput', 'piggyback', 'batch')"))
+        guard done == 2 * events + total else {
+            throw ProdReadyError(.protocolError, "expected \(2 * events + total) done rows after the run, found \(done)")
         }
     }
 

@@ -8,7 +8,7 @@ import TestSupport
 /// Exactly-once under load: many workers, duplicate deliveries in random order.
 @Suite("OMS fast layer: registry stress", .requires(.postgres))
 struct RegistryStressTests {
-    enum Path: String, CaseIterable, Sendable { case oneEventPerClaim, batches }
+    enum Path: String, CaseIterable, Sendable { case oneEventPerClaim, markDoneWithNextClaim, batches }
 
     @Test("8 registries on separate pools, 5,000 events with 30% duplicate deliveries in random order: each done and applied exactly once", arguments: Path.allCases)
     func exactlyOnceUnderDuplicates(path: Path) async throws {
@@ -29,6 +29,7 @@ struct RegistryStressTests {
                     group.addTask {
                         switch path {
                         case .oneEventPerClaim: try await Self.processOneByOne(slice, registry: registry, schema: schema)
+                        case .markDoneWithNextClaim: try await Self.processFinishingWithNextClaim(slice, registry: registry, schema: schema)
                         case .batches: try await Self.processInBatches(slice, registry: registry, schema: schema)
                         }
                     }
@@ -75,6 +76,60 @@ struct RegistryStressTests {
             if let failure = marks.first(where: { $0.error != nil }) { throw failure.error! }
         }
         return outcomes
+    }
+
+    /// The consumer loop that finishes each handled event in the round trip that claims the next delivery.
+    static func processFinishingWithNextClaim(_ deliveries: [String], registry: ProcessedEventRegistry, schema: SQLIdentifier) async throws -> [ClaimOutcome] {
+        var outcomes: [ClaimOutcome] = []
+        var handled: String?
+        for eventID in deliveries {
+            let outcome: ClaimOutcome
+            if let finished = handled {
+                outcome = try await registry.markDone(handler: "stress", eventID: finished, thenClaim: EventDelivery(eventID: eventID))
+                handled = nil
+            } else {
+                outcome = try await registry.claim(handler: "stress", eventID: eventID)
+            }
+            outcomes.append(outcome)
+            guard outcome.isClaimed else { continue }
+            try await registry.client.query("INSERT INTO \(unescaped: schema.quoted).side_effects VALUES (\(eventID), \(registry.owner))")
+            handled = eventID
+        }
+        if let handled { try await registry.markDone(handler: "stress", eventID: handled) }
+        return outcomes
+    }
+
+    @Test("markDone with the next claim: finishes one event and claims the next in one call; the ordering guard and duplicates hold; a refused finish claims nothing")
+    func markDoneThenClaim() async throws {
+        try await withSchema { clients, schema in
+            let worker = try registry(clients[0], schema, owner: "worker-a")
+            #expect(try await worker.claim(handler: "orders", eventID: "a", aggregateID: "order-1", sequence: 1) == .claimed(attempt: 1))
+            let next = try await worker.markDone(handler: "orders", eventID: "a", thenClaim: EventDelivery(eventID: "b", aggregateID: "order-1", sequence: 2))
+            #expect(next == .claimed(attempt: 1))
+            #expect(try await processedRow(clients[0], schema, handler: "orders", eventID: "a")?.status == "done")
+            #expect(try await lastSequence(clients[0], schema, handler: "orders", aggregateID: "order-1") == 1)
+            // b is finished by the call that meets a stale delivery and then a repeat of a done event.
+            #expect(try await worker.markDone(handler: "orders", eventID: "b", thenClaim: EventDelivery(eventID: "late", aggregateID: "order-1", sequence: 2)) == .stale)
+            #expect(try await lastSequence(clients[0], schema, handler: "orders", aggregateID: "order-1") == 2)
+            #expect(try await worker.markDone(handler: "orders", eventID: "b", thenClaim: EventDelivery(eventID: "a")) == .duplicateDone, "finishing b again is a no-op; a is done")
+
+            #expect(try await worker.claim(handler: "orders", eventID: "c") == .claimed(attempt: 1))
+            let intruder = try registry(clients[0], schema, owner: "worker-b")
+            let refused = await #expect(throws: ProdReadyError.self) {
+                _ = try await intruder.markDone(handler: "orders", eventID: "c", thenClaim: EventDelivery(eventID: "d"))
+            }
+            #expect(refused?.code == .notOwner, "\(String(describing: refused))")
+            #expect(try await processedRow(clients[0], schema, handler: "orders", eventID: "d") == nil, "nothing is claimed after a refused finish")
+            let missing = await #expect(throws: ProdReadyError.self) {
+                _ = try await worker.markDone(handler: "orders", eventID: "never-claimed", thenClaim: EventDelivery(eventID: "d"))
+            }
+            #expect(missing?.code == .notFound)
+            let bad = await #expect(throws: ProdReadyError.self) {
+                _ = try await worker.markDone(handler: "orders", eventID: "c", thenClaim: EventDelivery(eventID: ""))
+            }
+            #expect(bad?.code == .invalidArgument)
+            #expect(try await processedRow(clients[0], schema, handler: "orders", eventID: "c")?.status == "processing", "a refused call changed nothing")
+        }
     }
 
     @Test("batch claims keep the ordering guard and in-batch repeats: a repeat is inProgress, a stale sequence is stale")
