@@ -1,6 +1,5 @@
 import ProdReadyCore
 import CRdKafka
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -37,16 +36,12 @@ public struct KafkaClusterMetadata: Sendable {
     public var topics: [String: Int]
 }
 
-/// One librdkafka handle. Blocking calls on it run on its own `BlockingExecutor`, never on the cooperative pool;
-/// only librdkafka's documented thread-safe, non-blocking calls (produce, topic handles) run on callers' threads.
+/// One librdkafka handle. Each handle is only touched from its own `BlockingExecutor`, so it is never used by
+/// two threads at once and blocking calls never run on the cooperative pool.
 final class KafkaHandle: @unchecked Sendable {
-    // @unchecked Sendable: `pointer` is used either on `executor`'s serial queue or through librdkafka's
-    // thread-safe calls; the topic handles are guarded by their mutex.
+    // @unchecked Sendable: `pointer` is only dereferenced inside `executor`'s serial queue.
     let pointer: OpaquePointer
     let executor: BlockingExecutor
-    /// librdkafka topic handles by name, so producing a message needs no lookup of the topic by name inside
-    /// librdkafka (which takes the client's lock for every message).
-    private let topicHandles = Mutex<[String: SendableHandle]>([:])
     /// What librdkafka's callbacks reach through the configuration's opaque pointer; kept alive until the
     /// handle is destroyed, since `rd_kafka_destroy` itself may still call back (a consumer's final revoke).
     private let callbackContext: (any Sendable & AnyObject)?
@@ -93,23 +88,10 @@ final class KafkaHandle: @unchecked Sendable {
         }
     }
 
-    /// The topic handle for `name`, created on first use and kept until this handle is destroyed.
-    func topicHandle(_ name: String) -> OpaquePointer? {
-        topicHandles.withLock { cache in
-            if let existing = cache[name] { return existing.pointer }
-            guard let created = rd_kafka_topic_new(pointer, name, nil) else { return nil }
-            cache[name] = SendableHandle(created)
-            return created
-        }
-    }
-
     deinit {
         // rd_kafka_destroy can block (it flushes and closes); never on the thread that dropped the last reference.
-        // Topic handles go first: librdkafka requires them released before the client.
         let handle = SendableHandle(pointer)
-        let topics = topicHandles.withLock { Array($0.values) }
         executor.submit { [callbackContext] in
-            for topic in topics { rd_kafka_topic_destroy(topic.pointer) }
             rd_kafka_destroy(handle.pointer)
             withExtendedLifetime(callbackContext) {}
         }

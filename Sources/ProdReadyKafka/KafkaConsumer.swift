@@ -119,6 +119,19 @@ private func firstPartitionError(in list: UnsafeMutablePointer<rd_kafka_topic_pa
     return nil
 }
 
+/// Topic names by librdkafka topic handle for one poll: consecutive messages share a topic, so its name is
+/// copied out of librdkafka once, not per message.
+private struct TopicNames {
+    private var last: (handle: OpaquePointer, name: String)?
+
+    mutating func name(of handle: OpaquePointer) -> String {
+        if let last, last.handle == handle { return last.name }
+        let name = String(cString: rd_kafka_topic_name(handle))
+        last = (handle, name)
+        return name
+    }
+}
+
 /// A Kafka consumer: either a consumer-group member (`subscribe`) or a manual reader (`assign`).
 ///
 /// Offsets are never committed behind the caller's back. For at-least-once processing either `commit` each
@@ -295,12 +308,13 @@ public final class KafkaConsumer: Sendable {
         guard limit > 0 else { throw ProdReadyError(.invalidArgument, "poll limit must be positive, got \(limit)") }
         return try await handle.executor.run { [handle] in
             var messages: [KafkaMessage] = []
+            var topicNames = TopicNames()
             var wait = Int32(timeout.wholeMilliseconds)
             while messages.count < limit, let message = rd_kafka_consumer_poll(handle.pointer, wait) {
                 defer { rd_kafka_message_destroy(message) }
                 wait = 0
                 do {
-                    if let converted = try Self.convert(message) { messages.append(converted) }
+                    if let converted = try Self.convert(message, topicNames: &topicNames) { messages.append(converted) }
                 } catch where !messages.isEmpty {
                     // Hand over what was consumed rather than lose it; librdkafka's consumer errors are broker
                     // notices that come back on the next poll while the condition lasts.
@@ -319,13 +333,13 @@ public final class KafkaConsumer: Sendable {
     }
 
     /// A consumed message, nil for an end-of-partition notice; a broker-reported error is thrown.
-    private static func convert(_ message: UnsafeMutablePointer<rd_kafka_message_t>) throws -> KafkaMessage? {
+    private static func convert(_ message: UnsafeMutablePointer<rd_kafka_message_t>, topicNames: inout TopicNames) throws -> KafkaMessage? {
         let code = message.pointee.err
         if code == RD_KAFKA_RESP_ERR__PARTITION_EOF { return nil }
         guard code == RD_KAFKA_RESP_ERR_NO_ERROR else { throw consumeError(code) }
         let value = message.pointee.payload.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.len)) } ?? []
         let key = message.pointee.key.map { [UInt8](UnsafeRawBufferPointer(start: $0, count: message.pointee.key_len)) }
-        let topic = message.pointee.rkt.map { String(cString: rd_kafka_topic_name($0)) } ?? ""
+        let topic = message.pointee.rkt.map { topicNames.name(of: $0) } ?? ""
         var headers: [KafkaHeader] = []
         var nativeHeaders: OpaquePointer?
         if rd_kafka_message_headers(message, &nativeHeaders) == RD_KAFKA_RESP_ERR_NO_ERROR, let nativeHeaders {

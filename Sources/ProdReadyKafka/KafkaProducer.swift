@@ -162,29 +162,16 @@ public final class KafkaProducer: Sendable {
     public func send(batch messages: [KafkaOutgoing]) async throws -> [Result<KafkaDeliveryReport, ProdReadyError>] {
         let handle = self.handle
         let latch = BatchLatch(count: messages.count)
-        // Batches usually go to one topic: its name is checked and its handle looked up once, not per message.
-        var checkedTopic: (name: String, handle: OpaquePointer)?
         for (index, message) in messages.enumerated() {
-            let topic: OpaquePointer
             do {
-                if let checked = checkedTopic, checked.name == message.topic {
-                    topic = checked.handle
-                } else {
-                    try validateTopicName(message.topic)
-                    guard let created = handle.topicHandle(message.topic) else {
-                        throw ProdReadyError(.serverError, "librdkafka could not create a handle for topic '\(message.topic)': \(kafkaErrorDescription(rd_kafka_last_error()))")
-                    }
-                    topic = created
-                    checkedTopic = (message.topic, created)
-                }
-                try Self.validateHeaders(message)
+                try Self.validate(message)
             } catch let error as ProdReadyError {
                 latch.record(index, .failure(error))
                 continue
             }
             var waited = Duration.zero
             while true {
-                let refusal = enqueue(message, on: handle, topic: topic, slot: DeliverySlot(latch: latch, index: index, topic: message.topic))
+                let refusal = enqueue(message, on: handle, slot: DeliverySlot(latch: latch, index: index, topic: message.topic))
                 guard let refusal else { break }
                 if refusal.code == Self.queueFull && waited < Self.queueFullPatience {
                     try await Task.sleep(for: .milliseconds(5))
@@ -210,7 +197,8 @@ public final class KafkaProducer: Sendable {
         }
     }
 
-    static func validateHeaders(_ message: KafkaOutgoing) throws {
+    static func validate(_ message: KafkaOutgoing) throws {
+        try validateTopicName(message.topic)
         guard message.headers.allSatisfy({ !$0.name.isEmpty }) else {
             throw ProdReadyError(.invalidArgument, "Kafka header names must not be empty")
         }
@@ -220,9 +208,9 @@ public final class KafkaProducer: Sendable {
     static let queueFullPatience = Duration.seconds(30)
 
     /// Hands one message to librdkafka; the refusal if it would not take it (the slot is then released unused).
-    private func enqueue(_ message: KafkaOutgoing, on handle: KafkaHandle, topic: OpaquePointer, slot: DeliverySlot) -> ProdReadyError? {
+    private func enqueue(_ message: KafkaOutgoing, on handle: KafkaHandle, slot: DeliverySlot) -> ProdReadyError? {
         let opaque = Unmanaged.passRetained(slot).toOpaque()
-        let code = produce(message, on: handle, topic: topic, opaque: opaque)
+        let code = produce(message, on: handle, opaque: opaque)
         if code == RD_KAFKA_RESP_ERR_NO_ERROR { return nil }
         Unmanaged<DeliverySlot>.fromOpaque(opaque).release()
         if code == RD_KAFKA_RESP_ERR__QUEUE_FULL {
@@ -235,7 +223,7 @@ public final class KafkaProducer: Sendable {
     }
 
     /// One rd_kafka_produceva call (thread-safe and non-blocking, so it runs on the caller's thread).
-    private func produce(_ message: KafkaOutgoing, on handle: KafkaHandle, topic: OpaquePointer, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
+    private func produce(_ message: KafkaOutgoing, on handle: KafkaHandle, opaque: UnsafeMutableRawPointer) -> rd_kafka_resp_err_t {
         var headers: OpaquePointer?
         if !message.headers.isEmpty {
             headers = rd_kafka_headers_new(message.headers.count)
@@ -248,12 +236,12 @@ public final class KafkaProducer: Sendable {
             }
         }
         let key = message.key ?? []
-        let code: rd_kafka_resp_err_t =
+        let code: rd_kafka_resp_err_t = message.topic.withCString { topic in
             message.value.withUnsafeBytes { value in
                 key.withUnsafeBytes { keyBytes in withUnsafeTemporaryAllocation(of: rd_kafka_vu_t.self, capacity: 6) { values in
                     values.initialize(repeating: rd_kafka_vu_t())
-                    values[0].vtype = RD_KAFKA_VTYPE_RKT
-                    values[0].u.rkt = topic
+                    values[0].vtype = RD_KAFKA_VTYPE_TOPIC
+                    values[0].u.cstr = topic
                     values[1].vtype = RD_KAFKA_VTYPE_VALUE
                     values[1].u.mem.ptr = UnsafeMutableRawPointer(mutating: value.baseAddress)
                     values[1].u.mem.size = value.count
@@ -278,6 +266,7 @@ public final class KafkaProducer: Sendable {
                     return rd_kafka_error_code(error)
                 } }
             }
+        }
         // On success librdkafka owns the headers; on failure they are still ours.
         if code != RD_KAFKA_RESP_ERR_NO_ERROR, let headers { rd_kafka_headers_destroy(headers) }
         return code
