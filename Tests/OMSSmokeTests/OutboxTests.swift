@@ -170,6 +170,15 @@ struct OutboxTests {
             try await eventually("the child relay to claim a batch", timeout: .seconds(20)) {
                 try await count(clients[0], schema, "outbox_events", where: "status = 'processing' AND claimed_by = 'doomed'") == 100
             }
+            // The claim's deadline as the server set it: the survivor may publish these rows only after it.
+            var doomedRows: [Int64] = []
+            var claimedUntil: Date?
+            for try await (id, until) in try await clients[0].query(
+                "SELECT id, claimed_until FROM \(unescaped: schema.quoted).outbox_events WHERE claimed_by = 'doomed'"
+            ).decode((Int64, Date).self) {
+                doomedRows.append(id)
+                claimedUntil = min(claimedUntil ?? until, until)
+            }
             let pid = try #require(await doomed.pid)
             try await doomed.kill()
             let stillRunning = await doomed.isRunning
@@ -187,7 +196,9 @@ struct OutboxTests {
                 let pending = try await count(clients[0], schema, "outbox_events", where: "status <> 'published'")
                 return pending == 0 ? .done(ContinuousClock.now - killedAt) : .pending("\(pending) rows not published (last pass \(pass))")
             }
-            #expect(recovered >= claimTimeout - .milliseconds(200), "rows were taken over only after the claim expired (\(recovered))")
+            let deadline = try #require(claimedUntil)
+            let early = try await queryInt(clients[0], "SELECT count(*)::int8 FROM \(unescaped: schema.quoted).outbox_events WHERE id = ANY(\(doomedRows)) AND published_at < \(deadline)")
+            #expect(doomedRows.count == 100 && early == 0, "\(early) of the dead relay's \(doomedRows.count) rows were published before its claim expired (all were after \(recovered))")
             #expect(try await count(clients[0], schema, "published") == 300)
             #expect(try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(DISTINCT event_id)::int8 FROM \(schema.quoted).published")) == 300)
             try await doomed.cleanUp()
