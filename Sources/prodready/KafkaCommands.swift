@@ -66,7 +66,6 @@ struct KafkaCommand: AsyncParsableCommand {
         }
 
         func validate() throws {
-            guard !topic.isEmpty else { throw ValidationError("pass at least one --topic") }
             guard !group.isEmpty else { throw ValidationError("--group must not be empty") }
             try validateRanges([
                 ("--max-messages", maxMessages, 0...Int.max), ("--batch-size", batchSize, 1...10_000),

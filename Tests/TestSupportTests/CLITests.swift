@@ -139,6 +139,22 @@ struct CLITests {
         #expect(outcome.output.contains(message), "output: \(outcome.output)")
     }
 
+    @Test("kafka commands refuse bad input with a precise message and a non-zero exit", arguments: [
+        (["kafka", "lag", "--topic", "t", "--group", "g"], "no broker: pass --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS"),
+        (["kafka", "lag", "--bootstrap-servers", "localhost", "--topic", "t", "--group", "g"], "bootstrap servers must be host:port"),
+        (["kafka", "lag", "--bootstrap-servers", "127.0.0.1:9092", "--topic", "a b", "--group", "g"], "Kafka topic names are 1-249 characters"),
+        (["kafka", "lag", "--bootstrap-servers", "127.0.0.1:9092", "--topic", "t", "--group", ""], "consumer group id must not be empty"),
+        (["kafka", "consume", "--topic", "t", "--group", "g", "--batch-size", "0"], "--batch-size must be between 1 and 10000"),
+        (["kafka", "consume", "--group", "g"], "Missing expected argument '--topic"),
+        (["kafka", "consume", "--topic", "t", "--group", "g", "--from", "middle"], "--from"),
+        (["kafka", "consume", "--topic", "t", "--group", "g", "--session-timeout-ms", "0"], "--session-timeout-ms must be between 1"),
+    ])
+    func badKafkaArguments(arguments: [String], message: String) async throws {
+        let outcome = try await Self.prodready(arguments, environment: ["KAFKA_BOOTSTRAP_SERVERS": ""])
+        #expect(outcome.status != 0)
+        #expect(outcome.output.contains(message), "output: \(outcome.output)")
+    }
+
     @Test("a missing server binary is named together with the install step that provides it")
     func missingBinary() async throws {
         let home = "\(TestInfrastructure.shared.home)/scratch/\(uniqueName("empty"))"
