@@ -43,6 +43,8 @@ struct ClientBench: AsyncParsableCommand {
     var only: [Client] = Client.allCases
     @Option(name: .long, help: "Kafka messages (200 bytes each).")
     var kafkaMessages: Int = 500_000
+    @Option(name: .long, help: "librdkafka linger.ms: how long the producer waits to fill a batch.")
+    var kafkaLingerMs: Int = 5
     @Option(name: .long, help: "Kafka messages per send(batch:).")
     var kafkaBatch: Int = 10_000
     @Option(name: .long, help: "Kafka batches in flight at once.")
@@ -66,7 +68,7 @@ struct ClientBench: AsyncParsableCommand {
 
     func validate() throws {
         try validateRanges([
-            ("--kafka-messages", kafkaMessages, 1...50_000_000), ("--kafka-batch", kafkaBatch, 1...1_000_000), ("--kafka-in-flight", kafkaInFlight, 1...64),
+            ("--kafka-messages", kafkaMessages, 1...50_000_000), ("--kafka-batch", kafkaBatch, 1...1_000_000), ("--kafka-linger-ms", kafkaLingerMs, 0...1_000), ("--kafka-in-flight", kafkaInFlight, 1...64),
             ("--nats-messages", natsMessages, 1...10_000_000), ("--nats-window", natsWindow, 1...65_536), ("--nats-fetch", natsFetch, 1...10_000),
             ("--redis-operations", redisOperations, 2...100_000_000), ("--redis-pipeline", redisPipeline, 2...100_000),
             ("--s3-objects", s3Objects, 1...1_000_000), ("--s3-object-size", s3ObjectSize, 0...(16 << 20)), ("--s3-in-flight", s3InFlight, 1...256),
@@ -106,12 +108,12 @@ struct ClientBench: AsyncParsableCommand {
     private func measureKafka(stack: NativeStack, validator: PerformanceValidator) async throws {
         let servers = try await stack.endpoints.kafkaBootstrapServers.orThrow(ProdReadyError(.configuration, "the private stack has no Kafka broker"))
         var configuration = KafkaConfiguration.embedded(bootstrapServers: servers, clientID: "bench")
-        configuration.properties["linger.ms"] = "5"
+        configuration.properties["linger.ms"] = String(kafkaLingerMs)
         let topic = "bench"
         try await KafkaAdmin(configuration: configuration).createTopic(topic, partitions: 1, allowExisting: true)
         let producer = try KafkaProducer(configuration: configuration)
         let value = [UInt8](repeating: UInt8(ascii: "x"), count: 200)
-        progress("Kafka: producing \(kafkaMessages) messages of 200 bytes, idempotent, linger.ms=5, \(kafkaInFlight) batches of \(kafkaBatch) in flight")
+        progress("Kafka: producing \(kafkaMessages) messages of 200 bytes, idempotent, linger.ms=\(kafkaLingerMs), \(kafkaInFlight) batches of \(kafkaBatch) in flight")
         let keys = (0..<64).map { Array("k\($0)".utf8) }
         let clock = ContinuousClock()
         var produce = await validator.newMeasurement("Kafka idempotent produce, 200 B (msg/s)", thresholds: [.throughput(atLeast: 200_000)])
