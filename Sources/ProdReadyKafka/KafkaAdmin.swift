@@ -91,7 +91,7 @@ extension KafkaAdmin {
     /// The partition's oldest and next offsets, asked of its leader.
     public func watermarks(topic: String, partition: Int32, timeout: Duration = .seconds(10)) async throws -> KafkaWatermarks {
         try validateTopicName(topic)
-        return try await KafkaHandle.fetchWatermarks(KafkaTopicPartition(topic, partition), configuration: configuration, timeout: timeout)
+        return try await KafkaHandle.fetchWatermarks([KafkaTopicPartition(topic, partition)], configuration: configuration, timeout: timeout)[0]
     }
 
     /// Per partition of `topic`, the group's committed offset against the newest offset, in partition order.
@@ -105,23 +105,27 @@ extension KafkaAdmin {
         // A consumer handle that never subscribes asks the group coordinator without joining the group.
         let groupHandle = try KafkaHandle(type: RD_KAFKA_CONSUMER, configuration: configuration, extra: [("group.id", group)])
         let committed = try await groupHandle.committedOffsets(partitions, timeout: timeout)
-        var result: [KafkaPartitionLag] = []
-        for partition in partitions {
-            let watermarks = try await KafkaHandle.fetchWatermarks(partition, configuration: configuration, timeout: timeout)
-            result.append(KafkaPartitionLag(partition: partition, committed: committed[partition] ?? nil, watermarks: watermarks))
+        let watermarks = try await KafkaHandle.fetchWatermarks(partitions, configuration: configuration, timeout: timeout)
+        return zip(partitions, watermarks).map { partition, watermarks in
+            KafkaPartitionLag(partition: partition, committed: committed[partition] ?? nil, watermarks: watermarks)
         }
-        return result
     }
 }
 
 extension KafkaHandle {
-    /// The partition's watermarks as its leader reports them in a fetch response.
+    /// The partitions' watermarks, in the order asked, as their leaders report them in fetch responses.
     ///
     /// Not ListOffsets: the embedded broker (Tansu 0.6 on S3 storage) answers ListOffsets(latest) with the base
     /// offset of the most recently modified record batch plus one, which ignores the batch's other records and
     /// the S3 timestamps' one-second resolution (measured: 1 after 10 messages). Every Kafka broker reports the
     /// high watermark and log start offset in fetch responses, so a short-lived reader asks that way.
-    static func fetchWatermarks(_ partition: KafkaTopicPartition, configuration: KafkaConfiguration, timeout: Duration) async throws -> KafkaWatermarks {
+    static func fetchWatermarks(
+        _ partitions: [KafkaTopicPartition],
+        configuration: KafkaConfiguration,
+        timeout: Duration
+    ) async throws -> [KafkaWatermarks] {
+        guard !partitions.isEmpty else { return [] }
+        // One reader for all the partitions: each fetch response reports the watermarks of the partitions in it.
         let reader = try KafkaHandle(
             type: RD_KAFKA_CONSUMER,
             configuration: configuration,
@@ -129,34 +133,41 @@ extension KafkaHandle {
         )
         return try await reader.executor.run {
             rd_kafka_poll_set_consumer(reader.pointer)
-            let code = withPartitionList([(partition, Int64(RD_KAFKA_OFFSET_BEGINNING))]) { rd_kafka_assign(reader.pointer, $0) }
+            let code = withPartitionList(partitions.map { ($0, Int64(RD_KAFKA_OFFSET_BEGINNING)) }) { rd_kafka_assign(reader.pointer, $0) }
             guard code == RD_KAFKA_RESP_ERR_NO_ERROR else {
-                throw ProdReadyError(.serverError, "Kafka assign of \(partition) failed: \(kafkaErrorDescription(code))")
+                throw ProdReadyError(.serverError, "Kafka assign of \(partitions) failed: \(kafkaErrorDescription(code))")
             }
             defer { _ = rd_kafka_assign(reader.pointer, nil) }
             let clock = ContinuousClock()
             let deadline = clock.now + timeout
             var lastError = "no fetch response"
+            var found: [KafkaTopicPartition: KafkaWatermarks] = [:]
             while clock.now < deadline {
                 if let message = rd_kafka_consumer_poll(reader.pointer, 50) {
                     let error = message.pointee.err
+                    let partition = message.pointee.rkt.map { KafkaTopicPartition(String(cString: rd_kafka_topic_name($0)), message.pointee.partition) }
                     rd_kafka_message_destroy(message)
                     switch error {
                     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-                        throw ProdReadyError(.notFound, "Kafka has no partition \(partition): \(kafkaErrorDescription(error))")
+                        throw ProdReadyError(.notFound, "Kafka has no partition \(partition.map(\.description) ?? partitions.map(\.description).joined(separator: ", ")): \(kafkaErrorDescription(error))")
                     case RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_RESP_ERR__PARTITION_EOF:
                         break
                     default:
                         lastError = kafkaErrorDescription(error)
                     }
                 }
-                var low = Int64(RD_KAFKA_OFFSET_INVALID)
-                var high = Int64(RD_KAFKA_OFFSET_INVALID)
-                if rd_kafka_get_watermark_offsets(reader.pointer, partition.topic, partition.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 {
-                    return KafkaWatermarks(low: max(0, low), high: high)
+                for partition in partitions where found[partition] == nil {
+                    var low = Int64(RD_KAFKA_OFFSET_INVALID)
+                    var high = Int64(RD_KAFKA_OFFSET_INVALID)
+                    if rd_kafka_get_watermark_offsets(reader.pointer, partition.topic, partition.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 {
+                        found[partition] = KafkaWatermarks(low: max(0, low), high: high)
+                    }
                 }
+                let all = partitions.compactMap { found[$0] }
+                if all.count == partitions.count { return all }
             }
-            throw ProdReadyError(.timeout, "Kafka reported no watermarks for \(partition) within \(timeout) (\(lastError))", retriable: true)
+            let missing = partitions.filter { found[$0] == nil }.map(\.description).joined(separator: ", ")
+            throw ProdReadyError(.timeout, "Kafka reported no watermarks for \(missing) within \(timeout) (\(lastError))", retriable: true)
         }
     }
 }

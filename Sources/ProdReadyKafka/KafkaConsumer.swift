@@ -283,10 +283,11 @@ public final class KafkaConsumer: Sendable {
     /// `.end` replaced by the partition's high watermark as a fetch reports it: librdkafka would resolve it with
     /// ListOffsets, which the embedded broker answers wrongly (see `KafkaHandle.fetchWatermarks`).
     private func resolvingEnd(_ positions: [KafkaTopicPartition: KafkaOffset]) async throws -> [KafkaTopicPartition: KafkaOffset] {
+        let atEnd = positions.filter { $0.value == .end }.map(\.key)
+        guard !atEnd.isEmpty else { return positions }
+        let watermarks = try await KafkaHandle.fetchWatermarks(atEnd, configuration: configuration, timeout: .seconds(10))
         var resolved = positions
-        for (partition, offset) in positions where offset == .end {
-            resolved[partition] = .at(try await KafkaHandle.fetchWatermarks(partition, configuration: configuration, timeout: .seconds(10)).high)
-        }
+        for (partition, watermarks) in zip(atEnd, watermarks) { resolved[partition] = .at(watermarks.high) }
         return resolved
     }
 
