@@ -135,6 +135,12 @@ public actor NativeStack {
         state.component(component)?.process?.isAlive ?? false
     }
 
+    /// Running and past its start: a component whose process exists but is still booting is not ready, and
+    /// callers must join its start rather than use it (its port may not answer yet).
+    private func isReady(_ component: Component) -> Bool {
+        starting[component] == nil && isRunning(component)
+    }
+
     // MARK: Lifecycle
 
     /// Starts every component in `requested` (and what they depend on) that is not running yet, in dependency
@@ -142,7 +148,7 @@ public actor NativeStack {
     public func ensure(_ requested: [Component], progress: (@Sendable (String) -> Void)? = nil) async throws {
         let wanted = Component.closure(requested)
         try toolchain.verify(wanted)
-        let missing = wanted.filter { !isRunning($0) }
+        let missing = wanted.filter { !isReady($0) }
         guard !missing.isEmpty else { return }
         // Everything but the broker can start at once; the broker needs S3 first.
         let firstWave = missing.filter { $0.nativeDependencies.isEmpty }
@@ -170,8 +176,11 @@ public actor NativeStack {
 
     private func launch(_ component: Component, progress: (@Sendable (String) -> Void)?, attempt: Int = 1) async throws {
         let isFirstLaunch = state.component(component) == nil
-        for dependency in component.nativeDependencies where !isRunning(dependency) {
-            throw ProdReadyError(.notRunning, "\(component) needs \(dependency) running first; start \(dependency)")
+        for dependency in component.nativeDependencies {
+            if let inFlight = starting[dependency] { try await inFlight.value }
+            guard isRunning(dependency) else {
+                throw ProdReadyError(.notRunning, "\(component) needs \(dependency) running first; start \(dependency)")
+            }
         }
         let clock = ContinuousClock()
         let began = clock.now

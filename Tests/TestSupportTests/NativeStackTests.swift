@@ -49,6 +49,28 @@ struct NativeStackTests {
         }
     }
 
+    @Test("a caller asking for a component another caller is still booting gets it only once it answers, and so does what depends on it")
+    func concurrentStartsJoinTheBoot() async throws {
+        // The shared test stack is asked for the same components by many tests at once; a test admitted while
+        // S3 was still booting used to find it "running", hit a closed port, and start the broker on top of it.
+        try await withPrivateStack([], label: "joined-boot") { stack in
+            let first = Task { try await stack.ensure([.s3]) }
+            try await eventually("the S3 process to be spawned", timeout: .seconds(30), interval: .milliseconds(1)) {
+                await stack.snapshot.component(.s3)?.process != nil ? .done(()) : .pending("not spawned yet")
+            }
+            let port = try #require(await stack.snapshot.component(.s3)?.port)
+            let answeredBeforeAsking = LoopbackPort.isAccepting(port)
+            try await stack.ensure([.s3])
+            #expect(LoopbackPort.isAccepting(port), "ensure returned while S3 did not accept connections yet")
+            _ = try await HealthProbe.roundTrip(.s3, endpoints: await stack.endpoints, timeout: .seconds(2))
+            try await stack.ensure([.kafka])
+            _ = try await HealthProbe.roundTrip(.kafka, endpoints: await stack.endpoints, timeout: .seconds(5))
+            try await first.value
+            // moto takes about a second to import before it listens; asking after that would test nothing.
+            #expect(!answeredBeforeAsking, "S3 already answered when the second caller asked; the race was not exercised")
+        }
+    }
+
     @Test("pause → requests time out, resume → they succeed again")
     func pauseResume() async throws {
         try await withPrivateStack([.redis], label: "pause") { stack in
