@@ -152,6 +152,7 @@ let package = Package(
             dependencies: [
                 "TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strictSwift
         ),

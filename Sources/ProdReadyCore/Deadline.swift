@@ -6,27 +6,47 @@ import Synchronization
 /// For calls that may wait indefinitely in a library that does not bound them (a connection pool that keeps
 /// retrying an unreachable server while a query waits for a connection): `body` runs in a task of its own that
 /// is cancelled when the deadline passes or the caller is cancelled, and the caller returns at once either way.
+///
+/// `executor` is where `body` runs (an unstructured task does not inherit the caller's executor preference): a
+/// caller pinned to a connection's event loop passes that loop's executor so the work stays on its thread.
 public func withDeadline<Value: Sendable>(
     _ deadline: Duration,
+    executor: (any TaskExecutor)? = nil,
     timeoutError: (@Sendable () -> any Error)? = nil,
     _ body: @escaping @Sendable () async throws -> Value
 ) async throws -> Value {
     let timeoutError = timeoutError ?? { ProdReadyError(.timeout, "no answer within \(deadline)", retriable: true) }
     let outcome = FirstOutcome<Value>()
-    let work = Task {
+    let work = Task(executorPreference: executor) {
         do { outcome.offer(.success(try await body())) } catch { outcome.offer(.failure(error)) }
     }
-    let timer = Task {
-        try await Task.sleep(for: deadline)
+    let expire: @Sendable () -> Void = {
         if outcome.offer(.failure(timeoutError())) { work.cancel() }
     }
-    defer { timer.cancel() }
+    let cancelTimer: @Sendable () -> Void
+    if let scheduler = executor as? any TimerScheduling {
+        cancelTimer = scheduler.schedule(after: deadline, expire)
+    } else {
+        let timer = Task {
+            try await Task.sleep(for: deadline)
+            expire()
+        }
+        cancelTimer = { timer.cancel() }
+    }
+    defer { cancelTimer() }
     return try await withTaskCancellationHandler {
         try await outcome.value()
     } onCancel: {
         work.cancel()
         outcome.offer(.failure(CancellationError()))
     }
+}
+
+/// An executor that can also run a callback after a delay. `withDeadline` on such an executor arms one timer
+/// on it instead of a sleeping task per call (a task and a dispatch timer each time, on a hot path).
+public protocol TimerScheduling: TaskExecutor {
+    /// Runs `action` after `delay` unless the returned function is called first.
+    func schedule(after delay: Duration, _ action: @escaping @Sendable () -> Void) -> @Sendable () -> Void
 }
 
 /// The first of several competing results; later ones are dropped.

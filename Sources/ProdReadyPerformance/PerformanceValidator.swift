@@ -87,13 +87,15 @@ public actor PerformanceValidator {
         self.output = output
     }
 
-    /// Times `operations` runs of `body`, each latency recorded, total elapsed measured.
+    /// Times `operations` runs of `body`, each latency recorded, total elapsed measured. Worker `w` of
+    /// `concurrency` runs indices w, w + concurrency, …, on `executors[w]` when there is one.
     @discardableResult
     public func measure(
         _ name: String,
         thresholds: [PerformanceThreshold],
         operations: Int,
         concurrency: Int = 1,
+        executors: [any TaskExecutor] = [],
         _ body: @escaping @Sendable (_ index: Int) async throws -> Void
     ) async throws -> PerformanceMeasurement {
         var measurement = PerformanceMeasurement(name: name, thresholds: thresholds)
@@ -102,7 +104,7 @@ public actor PerformanceValidator {
         let latencies = try await withThrowingTaskGroup(of: [Duration].self) { group in
             let workers = max(1, concurrency)
             for worker in 0..<workers {
-                group.addTask {
+                group.addTask(executorPreference: worker < executors.count ? executors[worker] : nil) {
                     var local: [Duration] = []
                     var index = worker
                     while index < operations {

@@ -57,11 +57,15 @@ public struct PostgresURL: Sendable {
         PostgresConnection.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
     }
 
-    /// A connection pool to this server holding at most `maximumConnections`.
-    public func clientConfiguration(maximumConnections: Int = 8) -> PostgresClient.Configuration {
+    /// A connection pool to this server holding at most `maximumConnections`. With `searchPath`, every connection
+    /// resolves unqualified names in that schema (a startup parameter, so it holds from the first statement).
+    public func clientConfiguration(maximumConnections: Int = 8, searchPath: SQLIdentifier? = nil) -> PostgresClient.Configuration {
         var configuration = PostgresClient.Configuration(host: host, port: port, username: user, password: password, database: database, tls: .disable)
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 0
+        if let searchPath {
+            configuration.options.additionalStartupParameters = [("search_path", searchPath.quoted)]
+        }
         return configuration
     }
 }
@@ -175,20 +179,47 @@ public func connectPostgres(
 /// The rows of `query`, or a retriable `timeout` once `deadline` passes: PostgresNIO's pool keeps retrying an
 /// unreachable server for as long as a query waits for a connection, so without a deadline a call made while
 /// the server is down would wait until it is back. Errors are classified like `ProdReadyError.postgres`.
+///
+/// `executor` is where the query runs when a deadline applies (see `withDeadline`).
 public func queryRows(
     _ client: PostgresClient,
     _ query: PostgresQuery,
     deadline: Duration?,
+    executor: (any TaskExecutor)? = nil,
     doing: String,
     logger: Logger
 ) async throws -> [PostgresRow] {
     do {
         guard let deadline else { return try await client.query(query, logger: logger).collect() }
-        return try await withDeadline(deadline, timeoutError: {
+        return try await withDeadline(deadline, executor: executor, timeoutError: {
             ProdReadyError(.timeout, "\(doing): PostgreSQL did not answer within \(deadline) (down, unreachable or overloaded)", retriable: true)
         }) {
             try await client.query(query, logger: logger).collect()
         }
+    } catch {
+        throw ProdReadyError.postgres(error, doing: doing)
+    }
+}
+
+/// `queryRows` for a named prepared statement: parsed and planned once per connection, then only bound and run.
+public func executeRows<Statement: PostgresPreparedStatement>(
+    _ client: PostgresClient,
+    _ statement: Statement,
+    deadline: Duration?,
+    executor: (any TaskExecutor)? = nil,
+    doing: String,
+    logger: Logger
+) async throws -> [Statement.Row] where Statement.Row: Sendable {
+    @Sendable func run() async throws -> [Statement.Row] {
+        var rows: [Statement.Row] = []
+        for try await row in try await client.execute(statement, logger: logger) { rows.append(row) }
+        return rows
+    }
+    do {
+        guard let deadline else { return try await run() }
+        return try await withDeadline(deadline, executor: executor, timeoutError: {
+            ProdReadyError(.timeout, "\(doing): PostgreSQL did not answer within \(deadline) (down, unreachable or overloaded)", retriable: true)
+        }, run)
     } catch {
         throw ProdReadyError.postgres(error, doing: doing)
     }
@@ -222,6 +253,47 @@ public func withPostgresClients<Result: Sendable>(
         }
         defer { group.cancelAll() }
         return try await body(clients)
+    }
+}
+
+/// A connection pool whose connections all live on one event loop, and an executor running tasks on that loop.
+/// A worker that runs its loop with `withTaskExecutorPreference(executor)` (and passes `executor` to calls that
+/// start tasks of their own) keeps each request and its answer on one thread.
+public struct PinnedPostgresClient: Sendable {
+    public let client: PostgresClient
+    public let executor: EventLoopExecutor
+    /// The schema every connection of `client` resolves unqualified names in (a startup parameter), if any:
+    /// what lets callers use named prepared statements with static SQL for that schema.
+    public let searchPath: SQLIdentifier?
+}
+
+/// `withPostgresClients` with each pool pinned to one event loop of the shared group (spread round-robin).
+public func withPinnedPostgresClients<Result: Sendable>(
+    _ url: String,
+    count: Int = 1,
+    maximumConnections: Int = 4,
+    searchPath: SQLIdentifier? = nil,
+    logger: Logger = Logger(label: "prodready.postgres", factory: { _ in SwiftLogNoOpLogHandler() }),
+    _ body: ([PinnedPostgresClient]) async throws -> Result
+) async throws -> Result {
+    let parsed = try PostgresURL(url)
+    try await connectPostgres(url, logger: logger).close()
+    let configuration = parsed.clientConfiguration(maximumConnections: maximumConnections, searchPath: searchPath)
+    let group = MultiThreadedEventLoopGroup.singleton
+    let pinned = (0..<max(1, count)).map { _ in
+        let eventLoop = group.next()
+        return PinnedPostgresClient(
+            client: PostgresClient(configuration: configuration, eventLoopGroup: eventLoop, backgroundLogger: logger),
+            executor: EventLoopExecutor(eventLoop),
+            searchPath: searchPath
+        )
+    }
+    return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { tasks in
+        for pool in pinned {
+            tasks.addTask { await pool.client.run() }
+        }
+        defer { tasks.cancelAll() }
+        return try await body(pinned)
     }
 }
 

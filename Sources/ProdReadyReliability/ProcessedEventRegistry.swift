@@ -56,11 +56,18 @@ public struct ProcessedEventRegistry: Sendable {
         /// How long one operation may wait for the database before it fails with a retriable `timeout` (nil:
         /// no limit). While the server is down, calls fail after this instead of waiting for it to return.
         public var operationTimeout: Duration?
+        /// Where each call's database work runs: a `PinnedPostgresClient`'s executor keeps a worker that runs on
+        /// it on its connection's thread (nil: the global pool).
+        public var executor: (any TaskExecutor)?
 
-        public init(owner: String = defaultOwner(service: "prodready"), leaseTimeout: Duration = .seconds(900), operationTimeout: Duration? = .seconds(30)) {
+        public init(
+            owner: String = defaultOwner(service: "prodready"), leaseTimeout: Duration = .seconds(900), operationTimeout: Duration? = .seconds(30),
+            executor: (any TaskExecutor)? = nil
+        ) {
             self.owner = owner
             self.leaseTimeout = leaseTimeout
             self.operationTimeout = operationTimeout
+            self.executor = executor
         }
     }
 
@@ -68,8 +75,23 @@ public struct ProcessedEventRegistry: Sendable {
     public let schema: SQLIdentifier
     public let options: Options
     let logger: Logger
+    /// Whether the per-event calls use named prepared statements (the pool's connections resolve names in `schema`).
+    let usesPreparedStatements: Bool
+
+    /// A registry on a pool pinned to one event loop (see `withPinnedPostgresClients`): calls run on its executor
+    /// (unless `options` names another), and when the pool's search path is `schema`, claim and markDone are
+    /// named prepared statements. One worker loop per registry, run on `pool.executor`, is the fast path.
+    public init(pool: PinnedPostgresClient, schema: SQLIdentifier, options: Options = Options(), logger: Logger = reliabilityLogger) throws {
+        var options = options
+        if options.executor == nil { options.executor = pool.executor }
+        try self.init(client: pool.client, schema: schema, options: options, logger: logger, preparedStatements: pool.searchPath == schema)
+    }
 
     public init(client: PostgresClient, schema: SQLIdentifier, options: Options = Options(), logger: Logger = reliabilityLogger) throws {
+        try self.init(client: client, schema: schema, options: options, logger: logger, preparedStatements: false)
+    }
+
+    private init(client: PostgresClient, schema: SQLIdentifier, options: Options, logger: Logger, preparedStatements: Bool) throws {
         guard !options.owner.isEmpty else { throw ProdReadyError(.invalidArgument, "registry owner must not be empty") }
         guard options.leaseTimeout > .zero else { throw ProdReadyError(.invalidArgument, "lease timeout must be positive, got \(options.leaseTimeout)") }
         if let timeout = options.operationTimeout, timeout <= .zero {
@@ -79,6 +101,7 @@ public struct ProcessedEventRegistry: Sendable {
         self.schema = schema
         self.options = options
         self.logger = logger
+        self.usesPreparedStatements = preparedStatements
     }
 
     public var owner: String { options.owner }
@@ -96,13 +119,19 @@ public struct ProcessedEventRegistry: Sendable {
         try Self.validate(aggregateID: aggregateID, sequence: sequence)
         let s = schema.quoted
         let leaseMilliseconds = options.leaseTimeout.wholeMilliseconds
-        let query: PostgresQuery = """
-            SELECT claim_outcome, claim_attempts
-            FROM \(unescaped: s).prodready_claim(\(handler), \(eventID), \(aggregateID), \(sequence), \(owner), \(leaseMilliseconds))
-            """
-        let rows = try await fetch(query, doing: "claiming \(handler)/\(eventID)")
-        guard let row = rows.first else { throw ProdReadyError(.protocolError, "claim returned no row") }
-        let (outcome, attempts) = try row.decode((String, Int?).self)
+        let doing = "claiming \(handler)/\(eventID)"
+        let answer: (String, Int?)?
+        if usesPreparedStatements {
+            let statement = ClaimStatement(handler: handler, eventID: eventID, aggregateID: aggregateID, sequence: sequence, owner: owner, leaseMilliseconds: leaseMilliseconds)
+            answer = try await execute(statement, doing: doing).first
+        } else {
+            let query: PostgresQuery = """
+                SELECT claim_outcome, claim_attempts
+                FROM \(unescaped: s).prodready_claim(\(handler), \(eventID), \(aggregateID), \(sequence), \(owner), \(leaseMilliseconds))
+                """
+            answer = try await fetch(query, doing: doing).first?.decode((String, Int?).self)
+        }
+        guard let (outcome, attempts) = answer else { throw ProdReadyError(.protocolError, "claim returned no row") }
         return try Self.outcome(outcome, attempts: attempts)
     }
 
@@ -110,11 +139,18 @@ public struct ProcessedEventRegistry: Sendable {
     /// event that is already done or stale is a no-op; one owned by someone else, or never claimed, is an error.
     public func markDone(handler: String, eventID: String) async throws {
         try Self.validate(handler: handler, eventID: eventID)
-        let query: PostgresQuery = """
-            SELECT done_result, current_status, current_owner
-            FROM \(unescaped: schema.quoted).prodready_mark_done(\(handler), \(eventID), \(owner))
-            """
-        try await finish(query, handler: handler, eventID: eventID, doing: "mark done", succeeded: ["done", "already_done"])
+        guard usesPreparedStatements else {
+            let query: PostgresQuery = """
+                SELECT done_result, current_status, current_owner
+                FROM \(unescaped: schema.quoted).prodready_mark_done(\(handler), \(eventID), \(owner))
+                """
+            return try await finish(query, handler: handler, eventID: eventID, doing: "mark done", succeeded: ["done", "already_done"])
+        }
+        let rows = try await execute(MarkDoneStatement(handler: handler, eventID: eventID, owner: owner), doing: "mark done \(handler)/\(eventID)")
+        guard let (result, status, currentOwner) = rows.first else { throw ProdReadyError(.protocolError, "mark done returned no row") }
+        guard result == "done" || result == "already_done" else {
+            throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done")
+        }
     }
 
     /// `markDone(handler:eventID:)` for the event just handled and `claim` of the next delivery, in one round
@@ -125,14 +161,22 @@ public struct ProcessedEventRegistry: Sendable {
         try Self.validate(handler: handler, eventID: eventID)
         try Self.validate(handler: handler, eventID: next.eventID)
         try Self.validate(aggregateID: next.aggregateID, sequence: next.sequence)
-        let query: PostgresQuery = """
-            SELECT done_result, current_status, current_owner, claim_outcome, claim_attempts
-            FROM \(unescaped: schema.quoted).prodready_mark_done_then_claim(
-                \(handler), \(eventID), \(owner), \(next.eventID), \(next.aggregateID), \(next.sequence), \(options.leaseTimeout.wholeMilliseconds))
-            """
-        let rows = try await fetch(query, doing: "mark done \(handler)/\(eventID) then claim \(next.eventID)")
-        guard let row = rows.first else { throw ProdReadyError(.protocolError, "mark done then claim returned no row") }
-        let (result, status, currentOwner, outcome, attempts) = try row.decode((String, String?, String?, String?, Int?).self)
+        let doing = "mark done \(handler)/\(eventID) then claim \(next.eventID)"
+        let answer: (String, String?, String?, String?, Int?)?
+        if usesPreparedStatements {
+            let statement = MarkDoneThenClaimStatement(handler: handler, eventID: eventID, owner: owner, next: next, leaseMilliseconds: options.leaseTimeout.wholeMilliseconds)
+            answer = try await execute(statement, doing: doing).first
+        } else {
+            let query: PostgresQuery = """
+                SELECT done_result, current_status, current_owner, claim_outcome, claim_attempts
+                FROM \(unescaped: schema.quoted).prodready_mark_done_then_claim(
+                    \(handler), \(eventID), \(owner), \(next.eventID), \(next.aggregateID), \(next.sequence), \(options.leaseTimeout.wholeMilliseconds))
+                """
+            answer = try await fetch(query, doing: doing).first?.decode((String, String?, String?, String?, Int?).self)
+        }
+        guard let (result, status, currentOwner, outcome, attempts) = answer else {
+            throw ProdReadyError(.protocolError, "mark done then claim returned no row")
+        }
         guard result == "done" || result == "already_done" else {
             throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done")
         }
@@ -274,7 +318,11 @@ public struct ProcessedEventRegistry: Sendable {
     }
 
     private func fetch(_ query: PostgresQuery, doing: String) async throws -> [PostgresRow] {
-        try await queryRows(client, query, deadline: options.operationTimeout, doing: doing, logger: logger)
+        try await queryRows(client, query, deadline: options.operationTimeout, executor: options.executor, doing: doing, logger: logger)
+    }
+
+    private func execute<Statement: PostgresPreparedStatement>(_ statement: Statement, doing: String) async throws -> [Statement.Row] where Statement.Row: Sendable {
+        try await executeRows(client, statement, deadline: options.operationTimeout, executor: options.executor, doing: doing, logger: logger)
     }
 
     static func outcome(_ text: String, attempts: Int?) throws -> ClaimOutcome {

@@ -41,6 +41,12 @@ struct ReliabilityBench: AsyncParsableCommand {
     var relays: Int = 2
     @Option(name: .long, help: "Rows per relay claim.")
     var relayBatch: Int = 1_000
+    @Option(name: .long, help: "How workers reach Postgres: 'pinned' (each worker's pool and task on one event loop) or 'pooled' (pools on the shared group, tasks on the global pool).")
+    var client: ClientMode = .pinned
+
+    enum ClientMode: String, ExpressibleByArgument, CaseIterable {
+        case pinned, pooled
+    }
 
     func validate() throws {
         try validateRanges([
@@ -81,10 +87,26 @@ struct ReliabilityBench: AsyncParsableCommand {
     private func measure(url: String) async throws -> [String] {
         let schema = try SQLIdentifier("bench_\(getpid())_\(UInt32.random(in: 0...UInt32.max))")
         let validator = PerformanceValidator()
-        return try await withPostgresClients(url, count: max(workers, relays), maximumConnections: 1) { clients in
+        let pools: @Sendable (@escaping @Sendable ([PostgresClient], [PinnedPostgresClient]) async throws -> [String]) async throws -> [String] = { [client] body in
+            switch client {
+            case .pinned:
+                try await withPinnedPostgresClients(url, count: max(workers, relays), maximumConnections: 1, searchPath: schema) { pinned in
+                    try await body(pinned.map(\.client), pinned)
+                }
+            case .pooled:
+                try await withPostgresClients(url, count: max(workers, relays), maximumConnections: 1) { try await body($0, []) }
+            }
+        }
+        return try await pools { clients, pinned in
             try await ReliabilitySchema.runner(schema: schema).run(on: clients[0])
             do {
-                try await measureRegistry(clients: Array(clients.prefix(workers)), schema: schema, validator: validator)
+                let registries = try (0..<workers).map { index in
+                    let options = ProcessedEventRegistry.Options(owner: "bench-\(index)")
+                    return index < pinned.count
+                        ? try ProcessedEventRegistry(pool: pinned[index], schema: schema, options: options)
+                        : try ProcessedEventRegistry(client: clients[index], schema: schema, options: options)
+                }
+                try await measureRegistry(registries: registries, executors: Array(pinned.prefix(workers).map(\.executor)), client: clients[0], schema: schema, validator: validator)
                 try await measureOutbox(clients: Array(clients.prefix(relays)), schema: schema, validator: validator)
             } catch {
                 _ = try? await clients[0].query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema.quoted) CASCADE"))
@@ -95,10 +117,9 @@ struct ReliabilityBench: AsyncParsableCommand {
         }
     }
 
-    private func measureRegistry(clients: [PostgresClient], schema: SQLIdentifier, validator: PerformanceValidator) async throws {
-        let registries = try clients.enumerated().map { index, client in
-            try ProcessedEventRegistry(client: client, schema: schema, options: .init(owner: "bench-\(index)"))
-        }
+    private func measureRegistry(
+        registries: [ProcessedEventRegistry], executors: [EventLoopExecutor], client: PostgresClient, schema: SQLIdentifier, validator: PerformanceValidator
+    ) async throws {
         let single = registries[0]
         for index in 0..<200 {
             _ = try await single.claim(handler: "warm-up", eventID: "w\(index)")
@@ -108,7 +129,8 @@ struct ReliabilityBench: AsyncParsableCommand {
         try await validator.measure(
             "claim→markDone round trip, 1 connection",
             thresholds: [.latency(percentile: 50, atMost: .milliseconds(1))],
-            operations: roundTrips
+            operations: roundTrips,
+            executors: Array(executors.prefix(1))
         ) { index in
             let outcome = try await single.claim(handler: "round-trip", eventID: "r\(index)", aggregateID: "a\(index % 100)", sequence: Int64(index))
             guard outcome.isClaimed else { throw ProdReadyError(.protocolError, "fresh event r\(index) was \(outcome)") }
@@ -121,7 +143,8 @@ struct ReliabilityBench: AsyncParsableCommand {
             "one event per claim, \(workerCount) workers (events/s)",
             thresholds: [.throughput(atLeast: 4_000)],
             operations: events,
-            concurrency: workerCount
+            concurrency: workerCount,
+            executors: executors
         ) { index in
             let registry = registries[index % workerCount]
             let outcome = try await registry.claim(handler: "throughput", eventID: "t\(index)", aggregateID: "a\(index % 1000)", sequence: Int64(index))
@@ -140,7 +163,7 @@ struct ReliabilityBench: AsyncParsableCommand {
             for worker in 0..<workerCount {
                 let registry = registries[worker]
                 let mine = Array(stride(from: worker, to: events, by: workerCount))
-                group.addTask {
+                group.addTask(executorPreference: worker < executors.count ? executors[worker] : nil) {
                     func delivery(_ index: Int) -> EventDelivery {
                         EventDelivery(eventID: "p\(index)", aggregateID: "a\(index % 1000)", sequence: Int64(index))
                     }
@@ -176,7 +199,8 @@ struct ReliabilityBench: AsyncParsableCommand {
             "batch path, \(workerCount) workers × \(batchSize) per claim (batches)",
             thresholds: [],
             operations: batchCount,
-            concurrency: workerCount
+            concurrency: workerCount,
+            executors: executors
         ) { batch in
             let registry = registries[batch % workerCount]
             let range = (batch * eventsPerBatch)..<min((batch + 1) * eventsPerBatch, total)
@@ -192,7 +216,7 @@ struct ReliabilityBench: AsyncParsableCommand {
         perEvent.record(operations: total)
         perEvent.elapsed = batches.elapsed
         await validator.add(perEvent)
-        let done = try await queryInt(clients[0], PostgresQuery(unsafeSQL: "SELECT count(*)::int8 FROM \(schema.quoted).processed_events WHERE status = 'done' AND handler IN ('throughput', 'piggyback', 'batch')"))
+        let done = try await queryInt(client, PostgresQuery(unsafeSQL: "SELECT count(*)::int8 FROM \(schema.quoted).processed_events WHERE status = 'done' AND handler IN ('throughput', 'piggyback', 'batch')"))
         guard done == 2 * events + total else {
             throw ProdReadyError(.protocolError, "expected \(2 * events + total) done rows after the run, found \(done)")
         }

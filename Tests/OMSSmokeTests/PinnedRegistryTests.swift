@@ -1,0 +1,113 @@
+import Testing
+import PostgresNIO
+import ProdReadyCore
+import ProdReadyPostgres
+import ProdReadyReliability
+import TestSupport
+
+/// The registry's fast path — a pool pinned to one event loop whose connections resolve names in the registry's
+/// schema, so claim and markDone are named prepared statements — must make exactly the spec's transitions.
+@Suite("OMS fast layer: registry on a pinned pool with prepared statements", .requires(.postgres))
+struct PinnedRegistryTests {
+    /// What a script step answered: a claim outcome, "ok", or the error code.
+    static func answer(_ step: () async throws -> ClaimOutcome) async -> String {
+        do { return try await step().description } catch let error as ProdReadyError { return "error \(error.code)" } catch { return "unexpected \(error)" }
+    }
+
+    static func answer(_ step: () async throws -> Void) async -> String {
+        do { try await step(); return "ok" } catch let error as ProdReadyError { return "error \(error.code)" } catch { return "unexpected \(error)" }
+    }
+
+    /// Two workers (a, b) on one handler: duplicates, a live lease, a refused non-owner, the ordering guard, finishes
+    /// that claim the next event (including refused ones, which claim nothing), and a lease taken over after expiry.
+    static func script(_ a: ProcessedEventRegistry, _ b: ProcessedEventRegistry, handler h: String, client: PostgresClient, schema: SQLIdentifier) async throws -> [String] {
+        var log: [String] = []
+        log.append(await answer { try await a.claim(handler: h, eventID: "e1", aggregateID: "A", sequence: 1) })
+        log.append(await answer { try await b.claim(handler: h, eventID: "e1", aggregateID: "A", sequence: 1) })
+        log.append(await answer { try await b.markDone(handler: h, eventID: "e1") })
+        log.append(await answer { try await a.markDone(handler: h, eventID: "e1") })
+        log.append(await answer { try await a.claim(handler: h, eventID: "e1", aggregateID: "A", sequence: 1) })
+        log.append(await answer { try await a.claim(handler: h, eventID: "e0", aggregateID: "A", sequence: 1) })
+        log.append(await answer { try await a.claim(handler: h, eventID: "e2", aggregateID: "A", sequence: 2) })
+        log.append(await answer { try await a.markDone(handler: h, eventID: "e2", thenClaim: EventDelivery(eventID: "e3", aggregateID: "A", sequence: 3)) })
+        log.append(await answer { try await b.markDone(handler: h, eventID: "e3", thenClaim: EventDelivery(eventID: "e4", aggregateID: "A", sequence: 4)) })
+        log.append(await answer { try await a.markDone(handler: h, eventID: "never", thenClaim: EventDelivery(eventID: "e5")) })
+        log.append(await answer { try await a.markDone(handler: h, eventID: "e3", thenClaim: EventDelivery(eventID: "e2", aggregateID: "A", sequence: 2)) })
+        log.append(await answer { try await a.claim(handler: h, eventID: "e6") })
+        try await client.query("""
+            UPDATE \(unescaped: schema.quoted).processed_events SET heartbeat_at = now() - interval '1 hour' WHERE handler = \(h) AND event_id = 'e6'
+            """)
+        log.append(await answer { try await b.claim(handler: h, eventID: "e6") })
+        log.append(await answer { try await a.markDone(handler: h, eventID: "e6") })
+        log.append(await answer { try await b.markDone(handler: h, eventID: "e6", thenClaim: EventDelivery(eventID: "e7")) })
+        log.append(await answer { try await b.markDone(handler: h, eventID: "e7") })
+        log.append(await answer { try await a.markDone(handler: h, eventID: "e1") })
+        return log
+    }
+
+    static let expected = [
+        "claimed (attempt 1)", "inProgress", "error not_owner", "ok", "duplicateDone", "stale", "claimed (attempt 1)",
+        "claimed (attempt 1)", "error not_owner", "error not_found", "duplicateDone", "claimed (attempt 1)",
+        "claimed (attempt 2)", "error not_owner", "claimed (attempt 1)", "ok", "ok",
+    ]
+
+    static func rows(_ client: PostgresClient, _ schema: SQLIdentifier, handler: String) async throws -> [String] {
+        let query: PostgresQuery = """
+            SELECT event_id, coalesce(aggregate_id, '-'), coalesce(sequence_number, -1), status, owner, attempt_count
+            FROM \(unescaped: schema.quoted).processed_events WHERE handler = \(handler) ORDER BY event_id
+            """
+        var rows: [String] = []
+        for row in try await client.query(query).collect() {
+            let (event, aggregate, sequence, status, owner, attempts) = try row.decode((String, String, Int64, String, String, Int).self)
+            rows.append("\(event) \(aggregate) \(sequence) \(status) \(owner) \(attempts)")
+        }
+        return rows
+    }
+
+    @Test("the same script gives the spec's outcomes, rows and last sequence on a pinned pool (prepared statements) as on a plain pool")
+    func sameTransitions() async throws {
+        let url = try #require(try await TestInfrastructure.shared.endpoints(for: [.postgres]).postgresURL)
+        try await withSchema { clients, schema in
+            try await withPinnedPostgresClients(url, count: 2, maximumConnections: 1, searchPath: schema) { pools in
+                let plainLog = try await Self.script(
+                    try registry(clients[0], schema, owner: "worker-a"), try registry(clients[0], schema, owner: "worker-b"),
+                    handler: "plain", client: clients[0], schema: schema
+                )
+                let pinnedA = try ProcessedEventRegistry(pool: pools[0], schema: schema, options: .init(owner: "worker-a"))
+                let pinnedB = try ProcessedEventRegistry(pool: pools[1], schema: schema, options: .init(owner: "worker-b"))
+                let pinnedLog = try await withTaskExecutorPreference(pools[0].executor) {
+                    try await Self.script(pinnedA, pinnedB, handler: "pinned", client: clients[0], schema: schema)
+                }
+                #expect(plainLog == Self.expected)
+                #expect(pinnedLog == Self.expected)
+                let plainRows = try await Self.rows(clients[0], schema, handler: "plain")
+                #expect(plainRows.count == 6, "\(plainRows)")
+                #expect(try await Self.rows(clients[0], schema, handler: "pinned") == plainRows)
+                #expect(try await lastSequence(clients[0], schema, handler: "pinned", aggregateID: "A") == 3)
+                #expect(try await lastSequence(clients[0], schema, handler: "plain", aggregateID: "A") == 3)
+
+                // The pinned registries really took the prepared path: the statements exist on their connection.
+                var prepared: Set<String> = []
+                for row in try await pools[0].client.query("SELECT name FROM pg_prepared_statements").collect() {
+                    prepared.insert(try row.decode(String.self))
+                }
+                #expect(prepared.isSuperset(of: ["prodready_claim_m2", "prodready_mark_done_m2", "prodready_mark_done_then_claim_m4"]), "\(prepared)")
+            }
+        }
+    }
+
+    @Test("a pinned pool whose search path is another schema falls back to schema-qualified SQL")
+    func otherSearchPathIsNotPrepared() async throws {
+        let url = try #require(try await TestInfrastructure.shared.endpoints(for: [.postgres]).postgresURL)
+        try await withSchema { clients, schema in
+            try await withPinnedPostgresClients(url, count: 1, maximumConnections: 1, searchPath: try SQLIdentifier("public")) { pools in
+                let worker = try ProcessedEventRegistry(pool: pools[0], schema: schema, options: .init(owner: "worker-a"))
+                #expect(try await worker.claim(handler: "h", eventID: "e1") == .claimed(attempt: 1))
+                try await worker.markDone(handler: "h", eventID: "e1")
+                #expect(try await processedRow(clients[0], schema, handler: "h", eventID: "e1")?.status == "done")
+                let prepared = try await pools[0].client.query("SELECT count(*)::int8 FROM pg_prepared_statements WHERE name LIKE 'prodready_%'").collect()
+                #expect(try prepared.first?.decode(Int64.self) == 0)
+            }
+        }
+    }
+}
