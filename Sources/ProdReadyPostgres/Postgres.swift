@@ -267,7 +267,8 @@ public struct PinnedPostgresClient: Sendable {
     public let searchPath: SQLIdentifier?
 }
 
-/// `withPostgresClients` with each pool pinned to one event loop of the shared group (spread round-robin).
+/// `withPostgresClients` with each pool pinned to one event loop of the shared group (spread round-robin);
+/// `count` may be 0 (no pools), for callers that choose the fast path per run.
 public func withPinnedPostgresClients<Result: Sendable>(
     _ url: String,
     count: Int = 1,
@@ -277,10 +278,10 @@ public func withPinnedPostgresClients<Result: Sendable>(
     _ body: ([PinnedPostgresClient]) async throws -> Result
 ) async throws -> Result {
     let parsed = try PostgresURL(url)
-    try await connectPostgres(url, logger: logger).close()
+    if count > 0 { try await connectPostgres(url, logger: logger).close() }
     let configuration = parsed.clientConfiguration(maximumConnections: maximumConnections, searchPath: searchPath)
     let group = MultiThreadedEventLoopGroup.singleton
-    let pinned = (0..<max(1, count)).map { _ in
+    let pinned = (0..<max(0, count)).map { _ in
         let eventLoop = group.next()
         return PinnedPostgresClient(
             client: PostgresClient(configuration: configuration, eventLoopGroup: eventLoop, backgroundLogger: logger),
