@@ -279,7 +279,13 @@ public func withPinnedPostgresClients<Result: Sendable>(
 ) async throws -> Result {
     let parsed = try PostgresURL(url)
     if count > 0 { try await connectPostgres(url, logger: logger).close() }
-    let configuration = parsed.clientConfiguration(maximumConnections: maximumConnections, searchPath: searchPath)
+    var configuration = parsed.clientConfiguration(maximumConnections: maximumConnections, searchPath: searchPath)
+    // The pool arms timers each time a connection goes back to it: an idle timeout for connections above the
+    // minimum and a keep-alive ping. On a worker's hot loop that is two timers per call. Pinned pools keep all
+    // their connections open and send no keep-alives: a connection the server closed is replaced when its close
+    // is noticed, and a silently dead one fails the next call with the caller's operation timeout.
+    configuration.options.minimumConnections = maximumConnections
+    configuration.options.keepAliveBehavior = nil
     let group = MultiThreadedEventLoopGroup.singleton
     let pinned = (0..<max(0, count)).map { _ in
         let eventLoop = group.next()
@@ -291,7 +297,8 @@ public func withPinnedPostgresClients<Result: Sendable>(
     }
     return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { tasks in
         for pool in pinned {
-            tasks.addTask { await pool.client.run() }
+            // The pool's own work (leases, connection writes, timers) on the loop its connections live on.
+            tasks.addTask(executorPreference: pool.executor) { await pool.client.run() }
         }
         defer { tasks.cancelAll() }
         return try await body(pinned)
