@@ -8,6 +8,7 @@ public enum ReliabilitySchema {
         Migration(version: 2, name: "registry and allocator functions", sql: registryFunctions),
         Migration(version: 3, name: "outbox_events", sql: outboxTable),
         Migration(version: 4, name: "mark done then claim the next event", sql: markDoneThenClaim),
+        Migration(version: 5, name: "per-event functions return through OUT parameters", sql: outParameterReturns),
     ]
 
     /// Creates `schema` if needed and brings it to the latest version.
@@ -315,6 +316,133 @@ public enum ReliabilitySchema {
         CREATE INDEX IF NOT EXISTS outbox_events_retryable ON \(s).outbox_events (next_retry_at)
             WHERE status = 'failed' AND retry_count <= max_retries;
         CREATE INDEX IF NOT EXISTS outbox_events_claims ON \(s).outbox_events (claimed_until) WHERE status = 'processing';
+        """
+    }
+
+    /// The per-event functions of migrations 2 and 4 with the same transitions, returning through their OUT
+    /// parameters (`RETURN NEXT`) instead of `RETURN QUERY SELECT …`: a constant row no longer starts an executor
+    /// of its own, which was one statement in four of a claim or a markDone on the server.
+    static func outParameterReturns(_ s: String) -> String {
+        """
+        CREATE OR REPLACE FUNCTION \(s).prodready_claim(
+            p_handler text, p_event_id text, p_aggregate_id text, p_sequence bigint, p_owner text, p_lease_ms bigint)
+        RETURNS TABLE (claim_outcome text, claim_attempts int)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_row \(s).processed_events%ROWTYPE;
+            v_attempts int;
+            v_last bigint;
+        BEGIN
+            INSERT INTO \(s).processed_events AS pe
+                (handler, event_id, aggregate_id, sequence_number, status, started_at, owner, heartbeat_at, attempt_count)
+            VALUES (p_handler, p_event_id, p_aggregate_id, p_sequence, 'processing', now(), p_owner, now(), 1)
+            ON CONFLICT (handler, event_id) DO NOTHING
+            RETURNING pe.attempt_count INTO v_attempts;
+            IF NOT FOUND THEN
+                SELECT * INTO v_row FROM \(s).processed_events pe
+                WHERE pe.handler = p_handler AND pe.event_id = p_event_id;
+                -- done, skipped_stale, a status this code does not know, or a row deleted meanwhile
+                IF NOT FOUND OR v_row.status NOT IN ('processing', 'failed') THEN
+                    claim_outcome := 'duplicate_done'::text; claim_attempts := NULL::int;
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+                SELECT * INTO v_row FROM \(s).processed_events pe
+                WHERE pe.handler = p_handler AND pe.event_id = p_event_id FOR UPDATE;
+                IF NOT FOUND OR v_row.status NOT IN ('processing', 'failed') THEN
+                    claim_outcome := 'duplicate_done'::text; claim_attempts := NULL::int;
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+                IF v_row.status = 'processing'
+                   AND coalesce(v_row.heartbeat_at, v_row.started_at) >= now() - p_lease_ms * interval '1 millisecond' THEN
+                    claim_outcome := 'in_progress'::text; claim_attempts := NULL::int;
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+                -- an expired lease, or a failed attempt: take it over
+                UPDATE \(s).processed_events pe
+                SET status = 'processing', owner = p_owner, attempt_count = pe.attempt_count + 1, last_error = NULL,
+                    started_at = now(), heartbeat_at = now(), processed_at = NULL
+                WHERE pe.handler = p_handler AND pe.event_id = p_event_id
+                RETURNING pe.attempt_count INTO v_attempts;
+            END IF;
+            IF p_aggregate_id IS NOT NULL AND p_sequence IS NOT NULL THEN
+                SELECT av.last_sequence INTO v_last FROM \(s).aggregate_versions av
+                WHERE av.handler = p_handler AND av.aggregate_id = p_aggregate_id;
+                IF FOUND AND p_sequence <= v_last THEN
+                    UPDATE \(s).processed_events pe SET status = 'skipped_stale', processed_at = now()
+                    WHERE pe.handler = p_handler AND pe.event_id = p_event_id;
+                    claim_outcome := 'stale'::text; claim_attempts := v_attempts;
+                    RETURN NEXT;
+                    RETURN;
+                END IF;
+            END IF;
+            claim_outcome := 'claimed'::text; claim_attempts := v_attempts;
+            RETURN NEXT;
+        END
+        $$;
+
+        CREATE OR REPLACE FUNCTION \(s).prodready_mark_done(p_handler text, p_event_id text, p_owner text)
+        RETURNS TABLE (done_result text, current_status text, current_owner text)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_aggregate text;
+            v_sequence bigint;
+            v_status text;
+            v_owner text;
+        BEGIN
+            UPDATE \(s).processed_events pe SET status = 'done', processed_at = now(), heartbeat_at = now()
+            WHERE pe.handler = p_handler AND pe.event_id = p_event_id
+              AND CASE WHEN pe.status = 'processing' AND pe.owner = p_owner THEN true ELSE false END
+            RETURNING pe.aggregate_id, pe.sequence_number INTO v_aggregate, v_sequence;
+            IF FOUND THEN
+                IF v_aggregate IS NOT NULL AND v_sequence IS NOT NULL THEN
+                    INSERT INTO \(s).aggregate_versions AS av (handler, aggregate_id, last_sequence, updated_at)
+                    VALUES (p_handler, v_aggregate, v_sequence, now())
+                    ON CONFLICT (handler, aggregate_id) DO UPDATE
+                    SET last_sequence = excluded.last_sequence, updated_at = excluded.updated_at
+                    WHERE av.last_sequence < excluded.last_sequence;
+                END IF;
+                done_result := 'done'::text; current_status := 'done'::text; current_owner := p_owner;
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            SELECT pe.status, pe.owner INTO v_status, v_owner FROM \(s).processed_events pe
+            WHERE pe.handler = p_handler AND pe.event_id = p_event_id;
+            IF NOT FOUND THEN
+                done_result := 'missing'::text; current_status := NULL::text; current_owner := NULL::text;
+                RETURN NEXT;
+            ELSIF v_status IN ('done', 'skipped_stale') THEN
+                done_result := 'already_done'::text; current_status := v_status; current_owner := v_owner;
+                RETURN NEXT;
+            ELSE
+                done_result := 'not_owner'::text; current_status := v_status; current_owner := v_owner;
+                RETURN NEXT;
+            END IF;
+        END
+        $$;
+
+        CREATE OR REPLACE FUNCTION \(s).prodready_mark_done_then_claim(
+            p_handler text, p_done_event_id text, p_owner text,
+            p_event_id text, p_aggregate_id text, p_sequence bigint, p_lease_ms bigint)
+        RETURNS TABLE (done_result text, current_status text, current_owner text, claim_outcome text, claim_attempts int)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            v_done record;
+            v_claim record;
+        BEGIN
+            SELECT * INTO v_done FROM \(s).prodready_mark_done(p_handler, p_done_event_id, p_owner);
+            done_result := v_done.done_result; current_status := v_done.current_status; current_owner := v_done.current_owner;
+            IF v_done.done_result NOT IN ('done', 'already_done') THEN
+                RETURN NEXT;
+                RETURN;
+            END IF;
+            SELECT * INTO v_claim FROM \(s).prodready_claim(p_handler, p_event_id, p_aggregate_id, p_sequence, p_owner, p_lease_ms);
+            claim_outcome := v_claim.claim_outcome; claim_attempts := v_claim.claim_attempts;
+            RETURN NEXT;
+        END
+        $$;
         """
     }
 
