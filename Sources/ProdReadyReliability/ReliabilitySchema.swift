@@ -321,7 +321,7 @@ public enum ReliabilitySchema {
 
     /// The per-event functions of migrations 2 and 4 with the same transitions, returning through their OUT
     /// parameters (`RETURN NEXT`) instead of `RETURN QUERY SELECT …`: a constant row no longer starts an executor
-    /// of its own, which was one statement in four of a claim or a markDone on the server.
+    /// of its own, one of the three statements of a fresh claim or a markDone on the server.
     static func outParameterReturns(_ s: String) -> String {
         """
         CREATE OR REPLACE FUNCTION \(s).prodready_claim(
