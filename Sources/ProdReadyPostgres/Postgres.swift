@@ -189,15 +189,8 @@ public func queryRows(
     doing: String,
     logger: Logger
 ) async throws -> [PostgresRow] {
-    do {
-        guard let deadline else { return try await client.query(query, logger: logger).collect() }
-        return try await withDeadline(deadline, executor: executor, timeoutError: {
-            ProdReadyError(.timeout, "\(doing): PostgreSQL did not answer within \(deadline) (down, unreachable or overloaded)", retriable: true)
-        }) {
-            try await client.query(query, logger: logger).collect()
-        }
-    } catch {
-        throw ProdReadyError.postgres(error, doing: doing)
+    try await bounded(by: deadline, executor: executor, doing: doing) {
+        try await client.query(query, logger: logger).collect()
     }
 }
 
@@ -210,16 +203,25 @@ public func executeRows<Statement: PostgresPreparedStatement>(
     doing: String,
     logger: Logger
 ) async throws -> [Statement.Row] where Statement.Row: Sendable {
-    @Sendable func run() async throws -> [Statement.Row] {
+    try await bounded(by: deadline, executor: executor, doing: doing) {
         var rows: [Statement.Row] = []
         for try await row in try await client.execute(statement, logger: logger) { rows.append(row) }
         return rows
     }
+}
+
+/// `body` under `deadline` (none: unbounded), its errors classified like `ProdReadyError.postgres`.
+private func bounded<Value: Sendable>(
+    by deadline: Duration?,
+    executor: (any TaskExecutor)?,
+    doing: String,
+    _ body: @escaping @Sendable () async throws -> Value
+) async throws -> Value {
     do {
-        guard let deadline else { return try await run() }
+        guard let deadline else { return try await body() }
         return try await withDeadline(deadline, executor: executor, timeoutError: {
             ProdReadyError(.timeout, "\(doing): PostgreSQL did not answer within \(deadline) (down, unreachable or overloaded)", retriable: true)
-        }, run)
+        }, body)
     } catch {
         throw ProdReadyError.postgres(error, doing: doing)
     }
@@ -247,12 +249,20 @@ public func withPostgresClients<Result: Sendable>(
     try await connectPostgres(url, logger: logger).close()
     let configuration = parsed.clientConfiguration(maximumConnections: maximumConnections)
     let clients = (0..<max(1, count)).map { _ in PostgresClient(configuration: configuration, backgroundLogger: logger) }
-    return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
-        for client in clients {
-            group.addTask { await client.run() }
+    return try await whileRunning(clients.map { ($0, nil) }) { try await body(clients) }
+}
+
+/// Runs each pool (on its executor, if any) for the duration of `body`.
+private func whileRunning<Result: Sendable>(
+    _ pools: [(PostgresClient, (any TaskExecutor)?)],
+    _ body: () async throws -> Result
+) async throws -> Result {
+    try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { group in
+        for (client, executor) in pools {
+            group.addTask(executorPreference: executor) { await client.run() }
         }
         defer { group.cancelAll() }
-        return try await body(clients)
+        return try await body()
     }
 }
 
@@ -295,14 +305,8 @@ public func withPinnedPostgresClients<Result: Sendable>(
             searchPath: searchPath
         )
     }
-    return try await withThrowingTaskGroup(of: Void.self, returning: Result.self) { tasks in
-        for pool in pinned {
-            // The pool's own work (leases, connection writes, timers) on the loop its connections live on.
-            tasks.addTask(executorPreference: pool.executor) { await pool.client.run() }
-        }
-        defer { tasks.cancelAll() }
-        return try await body(pinned)
-    }
+    // The pool's own work (leases, connection writes, timers) runs on the loop its connections live on.
+    return try await whileRunning(pinned.map { ($0.client, $0.executor) }) { try await body(pinned) }
 }
 
 /// `withPostgresClients` with one pool.
