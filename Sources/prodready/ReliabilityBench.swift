@@ -87,33 +87,27 @@ struct ReliabilityBench: AsyncParsableCommand {
     private func measure(url: String) async throws -> [String] {
         let schema = try SQLIdentifier("bench_\(getpid())_\(UInt32.random(in: 0...UInt32.max))")
         let validator = PerformanceValidator()
-        let pools: @Sendable (@escaping @Sendable ([PostgresClient], [PinnedPostgresClient]) async throws -> [String]) async throws -> [String] = { [client] body in
-            switch client {
-            case .pinned:
-                try await withPinnedPostgresClients(url, count: max(workers, relays), maximumConnections: 1, searchPath: schema) { pinned in
-                    try await body(pinned.map(\.client), pinned)
+        // Plain pools for set-up, the outbox and the `pooled` workers; pinned ones for the `pinned` workers.
+        let pinnedCount = client == .pinned ? workers : 0
+        return try await withPostgresClients(url, count: max(workers, relays), maximumConnections: 1) { clients in
+            try await withPinnedPostgresClients(url, count: pinnedCount, maximumConnections: 1, searchPath: schema) { pinned in
+                try await ReliabilitySchema.runner(schema: schema).run(on: clients[0])
+                do {
+                    let registries = try (0..<workers).map { index in
+                        let options = ProcessedEventRegistry.Options(owner: "bench-\(index)")
+                        return index < pinned.count
+                            ? try ProcessedEventRegistry(pool: pinned[index], schema: schema, options: options)
+                            : try ProcessedEventRegistry(client: clients[index], schema: schema, options: options)
+                    }
+                    try await measureRegistry(registries: registries, executors: pinned.map(\.executor), client: clients[0], schema: schema, validator: validator)
+                    try await measureOutbox(clients: Array(clients.prefix(relays)), schema: schema, validator: validator)
+                } catch {
+                    _ = try? await clients[0].query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema.quoted) CASCADE"))
+                    throw error
                 }
-            case .pooled:
-                try await withPostgresClients(url, count: max(workers, relays), maximumConnections: 1) { try await body($0, []) }
+                try await clients[0].query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema.quoted) CASCADE"))
+                return await validator.summarize()
             }
-        }
-        return try await pools { clients, pinned in
-            try await ReliabilitySchema.runner(schema: schema).run(on: clients[0])
-            do {
-                let registries = try (0..<workers).map { index in
-                    let options = ProcessedEventRegistry.Options(owner: "bench-\(index)")
-                    return index < pinned.count
-                        ? try ProcessedEventRegistry(pool: pinned[index], schema: schema, options: options)
-                        : try ProcessedEventRegistry(client: clients[index], schema: schema, options: options)
-                }
-                try await measureRegistry(registries: registries, executors: Array(pinned.prefix(workers).map(\.executor)), client: clients[0], schema: schema, validator: validator)
-                try await measureOutbox(clients: Array(clients.prefix(relays)), schema: schema, validator: validator)
-            } catch {
-                _ = try? await clients[0].query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema.quoted) CASCADE"))
-                throw error
-            }
-            try await clients[0].query(PostgresQuery(unsafeSQL: "DROP SCHEMA \(schema.quoted) CASCADE"))
-            return await validator.summarize()
         }
     }
 
