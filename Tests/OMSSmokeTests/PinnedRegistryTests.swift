@@ -96,6 +96,29 @@ struct PinnedRegistryTests {
         }
     }
 
+    @Test("on a schema never migrated, the prepared path fails with not_found naming the missing function; bad input is refused before anything is sent")
+    func unmigratedSchemaAndBadInput() async throws {
+        let url = try #require(try await TestInfrastructure.shared.endpoints(for: [.postgres]).postgresURL)
+        let schema = try SQLIdentifier(uniqueName("never_migrated").replacingAll("-", with: "_"))
+        try await withPinnedPostgresClients(url, count: 1, maximumConnections: 1, searchPath: schema) { pools in
+            let worker = try ProcessedEventRegistry(pool: pools[0], schema: schema, options: .init(owner: "worker-a"))
+            let missing = await #expect(throws: ProdReadyError.self) { try await worker.claim(handler: "h", eventID: "e1") }
+            #expect(missing?.code == .notFound, "\(String(describing: missing))")
+            #expect(missing?.message.contains("prodready_claim") == true, "\(String(describing: missing))")
+            let finish = await #expect(throws: ProdReadyError.self) { try await worker.markDone(handler: "h", eventID: "e1", thenClaim: EventDelivery(eventID: "e2")) }
+            #expect(finish?.code == .notFound, "\(String(describing: finish))")
+            let calls: [(String, @Sendable () async throws -> Void)] = [
+                ("empty handler", { _ = try await worker.claim(handler: "", eventID: "e1") }),
+                ("empty event id", { try await worker.markDone(handler: "h", eventID: "") }),
+                ("negative sequence", { _ = try await worker.markDone(handler: "h", eventID: "e1", thenClaim: EventDelivery(eventID: "e2", aggregateID: "A", sequence: -1)) }),
+            ]
+            for (what, call) in calls {
+                let refused = await #expect(throws: ProdReadyError.self, "\(what)") { try await call() }
+                #expect(refused?.code == .invalidArgument, "\(what): \(String(describing: refused))")
+            }
+        }
+    }
+
     @Test("a pinned pool whose search path is another schema falls back to schema-qualified SQL")
     func otherSearchPathIsNotPrepared() async throws {
         let url = try #require(try await TestInfrastructure.shared.endpoints(for: [.postgres]).postgresURL)
