@@ -139,18 +139,18 @@ public struct ProcessedEventRegistry: Sendable {
     /// event that is already done or stale is a no-op; one owned by someone else, or never claimed, is an error.
     public func markDone(handler: String, eventID: String) async throws {
         try Self.validate(handler: handler, eventID: eventID)
-        guard usesPreparedStatements else {
+        let doing = "mark done \(handler)/\(eventID)"
+        let answer: (String, String?, String?)?
+        if usesPreparedStatements {
+            answer = try await execute(MarkDoneStatement(handler: handler, eventID: eventID, owner: owner), doing: doing).first
+        } else {
             let query: PostgresQuery = """
                 SELECT done_result, current_status, current_owner
                 FROM \(unescaped: schema.quoted).prodready_mark_done(\(handler), \(eventID), \(owner))
                 """
-            return try await finish(query, handler: handler, eventID: eventID, doing: "mark done", succeeded: ["done", "already_done"])
+            answer = try await fetch(query, doing: doing).first?.decode((String, String?, String?).self)
         }
-        let rows = try await execute(MarkDoneStatement(handler: handler, eventID: eventID, owner: owner), doing: "mark done \(handler)/\(eventID)")
-        guard let (result, status, currentOwner) = rows.first else { throw ProdReadyError(.protocolError, "mark done returned no row") }
-        guard result == "done" || result == "already_done" else {
-            throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done")
-        }
+        try requireFinished(answer, handler: handler, eventID: eventID, doing: "mark done", succeeded: ["done", "already_done"])
     }
 
     /// `markDone(handler:eventID:)` for the event just handled and `claim` of the next delivery, in one round
@@ -177,9 +177,7 @@ public struct ProcessedEventRegistry: Sendable {
         guard let (result, status, currentOwner, outcome, attempts) = answer else {
             throw ProdReadyError(.protocolError, "mark done then claim returned no row")
         }
-        guard result == "done" || result == "already_done" else {
-            throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: "mark done")
-        }
+        try requireFinished((result, status, currentOwner), handler: handler, eventID: eventID, doing: "mark done", succeeded: ["done", "already_done"])
         guard let outcome else { throw ProdReadyError(.protocolError, "mark done then claim finished \(eventID) but returned no claim outcome") }
         return try Self.outcome(outcome, attempts: attempts)
     }
@@ -195,14 +193,13 @@ public struct ProcessedEventRegistry: Sendable {
             SELECT failed_result, current_status, current_owner
             FROM \(unescaped: s).prodready_mark_failed(\(handler), \(eventID), \(owner), \(storable))
             """
-        try await finish(query, handler: handler, eventID: eventID, doing: "mark failed", succeeded: ["failed", "already_done"])
+        let answer = try await fetch(query, doing: "mark failed \(handler)/\(eventID)").first?.decode((String, String?, String?).self)
+        try requireFinished(answer, handler: handler, eventID: eventID, doing: "mark failed", succeeded: ["failed", "already_done"])
     }
 
-    /// Runs a mark function answering (result, current status, current owner) and turns a refusal into an error.
-    private func finish(_ query: PostgresQuery, handler: String, eventID: String, doing: String, succeeded: Set<String>) async throws {
-        let rows = try await fetch(query, doing: "\(doing) \(handler)/\(eventID)")
-        guard let row = rows.first else { throw ProdReadyError(.protocolError, "\(doing) returned no row") }
-        let (result, status, currentOwner) = try row.decode((String, String?, String?).self)
+    /// A mark function's answer (result, current status, current owner): a refusal becomes an error.
+    private func requireFinished(_ answer: (String, String?, String?)?, handler: String, eventID: String, doing: String, succeeded: Set<String>) throws {
+        guard let (result, status, currentOwner) = answer else { throw ProdReadyError(.protocolError, "\(doing) returned no row") }
         guard succeeded.contains(result) else {
             throw ownershipError(result, handler: handler, eventID: eventID, status: status, currentOwner: currentOwner, doing: doing)
         }
