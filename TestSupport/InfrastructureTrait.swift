@@ -69,14 +69,15 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
             do {
                 let source = try await infrastructure.source(for: requirement.components)
                 for component in requirement.components {
-                    var health = await source.health(component)
+                    var health = await HealthGate.shared.health(of: component, in: source)
                     // A transient error or a slow answer from a server that accepted the connection (busy, or "the
-                    // database system is starting up") is not an outage: check again for a while.
+                    // database system is starting up") is not an outage: check again for a while. Every guard
+                    // asking at once shares one probe (HealthGate), so checking again adds no load of its own.
                     let clock = ContinuousClock()
-                    let recheckUntil = clock.now + .seconds(10)
+                    let recheckUntil = clock.now + .seconds(30)
                     while !health.isHealthy, health.failureMayPass, clock.now < recheckUntil {
                         try await Task.sleep(for: .milliseconds(200))
-                        health = await source.health(component)
+                        health = await HealthGate.shared.health(of: component, in: source)
                     }
                     if !health.isHealthy {
                         return "\(component) (\(source.kind)) does not answer: \(health.detail)"

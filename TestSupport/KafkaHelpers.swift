@@ -14,7 +14,9 @@ public func withKafkaTopic<Result: Sendable>(
 ) async throws -> Result {
     let admin = try KafkaAdmin(configuration: .embedded(bootstrapServers: bootstrapServers, clientID: "prodready-tests"))
     let topic = uniqueName("t")
-    try await admin.createTopic(topic, partitions: partitions)
+    // Setting up is not what a test measures: on a loaded machine the embedded broker, whose log lives in moto,
+    // took longer than the admin default of 10 s to create a topic.
+    try await admin.createTopic(topic, partitions: partitions, timeout: .seconds(30))
     guard try await kafkaTopicsMayBeDeleted() else { return try await body(topic) }
     return try await runThenCleanUp({ try await body(topic) }, cleanUp: { try await admin.deleteTopic(topic) })
 }

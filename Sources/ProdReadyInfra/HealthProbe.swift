@@ -22,6 +22,14 @@ public struct ComponentHealth: Sendable, Codable, CustomStringConvertible {
     /// opposed to refusing it): checking again may succeed.
     public var failureMayPass: Bool = false
 
+    public init(component: Component, isHealthy: Bool, detail: String, latencyMilliseconds: Double?, failureMayPass: Bool = false) {
+        self.component = component
+        self.isHealthy = isHealthy
+        self.detail = detail
+        self.latencyMilliseconds = latencyMilliseconds
+        self.failureMayPass = failureMayPass
+    }
+
     public var description: String {
         let latency = latencyMilliseconds.map { String(format1: $0) + " ms" } ?? "-"
         return "\(component.rawValue): \(isHealthy ? "healthy" : "UNHEALTHY") (\(latency)) \(detail)"

@@ -25,8 +25,10 @@ struct ProcessedEventRegistryTests {
     @Test("lease recovery: an expired lease is taken over with attempt_count 2 and finished by the new owner", arguments: ClaimPath.allCases)
     func leaseRecovery(path: ClaimPath) async throws {
         try await withSchema { clients, schema in
-            let first = try registry(clients[0], schema, owner: "worker-a", lease: .seconds(1))
-            let second = try registry(clients[0], schema, owner: "worker-b", lease: .seconds(1))
+            // The lease is long enough that a loaded machine cannot let it lapse between the two claims; the
+            // takeover below ages the heartbeat by 30 s instead of waiting.
+            let first = try registry(clients[0], schema, owner: "worker-a", lease: .seconds(15))
+            let second = try registry(clients[0], schema, owner: "worker-b", lease: .seconds(15))
             #expect(try await path.claim(first, handler: "orders", eventID: "e1") == .claimed(attempt: 1))
             #expect(try await path.claim(second, handler: "orders", eventID: "e1") == .inProgress, "a live lease must be respected")
             try await clients[0].query("""
