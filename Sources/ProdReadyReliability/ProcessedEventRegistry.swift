@@ -59,16 +59,34 @@ public struct ProcessedEventRegistry: Sendable {
         /// Where each call's database work runs: a `PinnedPostgresClient`'s executor keeps a worker that runs on
         /// it on its connection's thread (nil: the global pool).
         public var executor: (any TaskExecutor)?
+        /// Whether a claim's commit waits for its WAL flush (see `ClaimCommit`). Finishes always do.
+        public var claimCommit: ClaimCommit
 
         public init(
             owner: String = defaultOwner(service: "prodready"), leaseTimeout: Duration = .seconds(900), operationTimeout: Duration? = .seconds(30),
-            executor: (any TaskExecutor)? = nil
+            executor: (any TaskExecutor)? = nil, claimCommit: ClaimCommit = .synchronous
         ) {
             self.owner = owner
             self.leaseTimeout = leaseTimeout
             self.operationTimeout = operationTimeout
             self.executor = executor
+            self.claimCommit = claimCommit
         }
+    }
+
+    /// How `claim` and `claimBatch` commit. `markDone`, `markFailed`, `heartbeat` and `markDone(…, thenClaim:)`
+    /// always commit synchronously: a finished event is never forgotten.
+    public enum ClaimCommit: Sendable, Equatable {
+        /// The claim returns once its commit is flushed to disk, like every other call.
+        case synchronous
+        /// The claim's transaction commits with `synchronous_commit = off`: it returns before its WAL record is
+        /// flushed, which PostgreSQL does within three `wal_writer_delay`s (600 ms by default) or with the next
+        /// synchronous commit of any session (this worker's `markDone`). A claim is a lease, so the cost of
+        /// losing one is bounded: if PostgreSQL crashes inside that window the claim is forgotten and a
+        /// redelivery is claimed afresh (attempt 1) at once — even while the first worker, if it survived,
+        /// still runs its handler, which a synchronous claim would have kept exclusive until its lease ran out.
+        /// Half the flushes per event: for handlers that tolerate that rare double run.
+        case asynchronous
     }
 
     public let client: PostgresClient
@@ -123,11 +141,14 @@ public struct ProcessedEventRegistry: Sendable {
         let answer: (String, Int?)?
         if usesPreparedStatements {
             let statement = ClaimStatement(handler: handler, eventID: eventID, aggregateID: aggregateID, sequence: sequence, owner: owner, leaseMilliseconds: leaseMilliseconds)
-            answer = try await execute(statement, doing: doing).first
+            switch options.claimCommit {
+            case .synchronous: answer = try await execute(statement, doing: doing).first
+            case .asynchronous: answer = try await execute(AsynchronousClaimStatement(claim: statement), doing: doing).first
+            }
         } else {
             let query: PostgresQuery = """
                 SELECT claim_outcome, claim_attempts
-                FROM \(unescaped: s).prodready_claim(\(handler), \(eventID), \(aggregateID), \(sequence), \(owner), \(leaseMilliseconds))
+                FROM \(unescaped: s).prodready_claim(\(handler), \(eventID), \(aggregateID), \(sequence), \(owner), \(leaseMilliseconds))\(unescaped: claimCommitClause)
                 """
             answer = try await fetch(query, doing: doing).first?.decode((String, Int?).self)
         }
@@ -258,7 +279,7 @@ public struct ProcessedEventRegistry: Sendable {
         let leaseMilliseconds = options.leaseTimeout.wholeMilliseconds
         let query: PostgresQuery = """
             SELECT claim_ordinal, claim_outcome, claim_attempts
-            FROM \(unescaped: s).prodready_claim_batch(\(handler), \(eventIDs), \(aggregateIDs), \(sequences), \(owner), \(leaseMilliseconds))
+            FROM \(unescaped: s).prodready_claim_batch(\(handler), \(eventIDs), \(aggregateIDs), \(sequences), \(owner), \(leaseMilliseconds))\(unescaped: claimCommitClause)
             """
         let rows = try await fetch(query, doing: "claiming \(deliveries.count) events for \(handler)")
         var outcomes = [ClaimOutcome?](repeating: nil, count: deliveries.count)
@@ -303,6 +324,15 @@ public struct ProcessedEventRegistry: Sendable {
     }
 
     // MARK: - Helpers
+
+    /// Appended to a claim's FROM list: a one-row function call that sets the transaction's commit mode (the
+    /// statement is its own transaction, so the setting holds exactly until its commit).
+    private var claimCommitClause: String {
+        switch options.claimCommit {
+        case .synchronous: ""
+        case .asynchronous: AsynchronousClaimStatement.commitClause
+        }
+    }
 
     private func ownershipError(_ result: String, handler: String, eventID: String, status: String?, currentOwner: String?, doing: String) -> ProdReadyError {
         if result == "missing" {

@@ -32,6 +32,20 @@ struct ClaimStatement: PostgresPreparedStatement {
     func decodeRow(_ row: PostgresRow) throws -> Row { try row.decode(Row.self) }
 }
 
+/// `ClaimStatement` committing with `synchronous_commit = off` (`ProcessedEventRegistry.ClaimCommit.asynchronous`).
+struct AsynchronousClaimStatement: PostgresPreparedStatement {
+    static let commitClause = ", set_config('synchronous_commit', 'off', true)"
+    static let name = "prodready_claim_async_m2"
+    static let sql = ClaimStatement.sql + commitClause
+    static let bindingDataTypes = ClaimStatement.bindingDataTypes
+    typealias Row = ClaimStatement.Row
+
+    var claim: ClaimStatement
+
+    func makeBindings() throws -> PostgresBindings { try claim.makeBindings() }
+    func decodeRow(_ row: PostgresRow) throws -> Row { try claim.decodeRow(row) }
+}
+
 struct MarkDoneStatement: PostgresPreparedStatement {
     static let name = "prodready_mark_done_m2"
     static let sql = "SELECT done_result, current_status, current_owner FROM prodready_mark_done($1, $2, $3)"

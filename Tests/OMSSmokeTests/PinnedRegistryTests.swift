@@ -96,6 +96,45 @@ struct PinnedRegistryTests {
         }
     }
 
+    @Test("claims committed asynchronously make exactly the same transitions, on a plain pool and on a pinned one (its own prepared claim)")
+    func asynchronousClaimsSameTransitions() async throws {
+        let url = try #require(try await TestInfrastructure.shared.endpoints(for: [.postgres]).postgresURL)
+        try await withSchema { clients, schema in
+            try await withPinnedPostgresClients(url, count: 2, maximumConnections: 1, searchPath: schema) { pools in
+                func options(_ owner: String) -> ProcessedEventRegistry.Options { .init(owner: owner, claimCommit: .asynchronous) }
+                let plainLog = try await Self.script(
+                    try ProcessedEventRegistry(client: clients[0], schema: schema, options: options("worker-a")),
+                    try ProcessedEventRegistry(client: clients[0], schema: schema, options: options("worker-b")),
+                    handler: "plain-async", client: clients[0], schema: schema
+                )
+                let pinnedA = try ProcessedEventRegistry(pool: pools[0], schema: schema, options: options("worker-a"))
+                let pinnedB = try ProcessedEventRegistry(pool: pools[1], schema: schema, options: options("worker-b"))
+                let pinnedLog = try await withTaskExecutorPreference(pools[0].executor) {
+                    try await Self.script(pinnedA, pinnedB, handler: "pinned-async", client: clients[0], schema: schema)
+                }
+                #expect(plainLog == Self.expected)
+                #expect(pinnedLog == Self.expected)
+                let plainRows = try await Self.rows(clients[0], schema, handler: "plain-async")
+                #expect(plainRows.count == 6, "\(plainRows)")
+                #expect(try await Self.rows(clients[0], schema, handler: "pinned-async") == plainRows)
+                #expect(try await lastSequence(clients[0], schema, handler: "pinned-async", aggregateID: "A") == 3)
+
+                // Batch claims honour the mode too: same outcomes as `claim` would give.
+                let batch = try await pinnedA.claimBatch(handler: "batch-async", [
+                    EventDelivery(eventID: "b1", aggregateID: "B", sequence: 1), EventDelivery(eventID: "b1", aggregateID: "B", sequence: 1),
+                ])
+                #expect(batch == [.claimed(attempt: 1), .inProgress])
+
+                var prepared: Set<String> = []
+                for row in try await pools[0].client.query("SELECT name FROM pg_prepared_statements").collect() {
+                    prepared.insert(try row.decode(String.self))
+                }
+                #expect(prepared.contains("prodready_claim_async_m2"), "\(prepared)")
+                #expect(!prepared.contains("prodready_claim_m2"), "a registry with asynchronous claims must not use the synchronous statement: \(prepared)")
+            }
+        }
+    }
+
     @Test("on a schema never migrated, the prepared path fails with not_found naming the missing function; bad input is refused before anything is sent")
     func unmigratedSchemaAndBadInput() async throws {
         let url = try #require(try await TestInfrastructure.shared.endpoints(for: [.postgres]).postgresURL)
