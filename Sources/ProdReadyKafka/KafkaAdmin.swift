@@ -125,50 +125,58 @@ extension KafkaHandle {
         timeout: Duration
     ) async throws -> [KafkaWatermarks] {
         guard !partitions.isEmpty else { return [] }
-        // One reader for all the partitions: each fetch response reports the watermarks of the partitions in it.
-        let reader = try KafkaHandle(
+        let reader = try watermarkReader(configuration: configuration)
+        return try await reader.executor.run { try readWatermarks(partitions, with: reader, timeout: timeout) }
+    }
+
+    /// One reader for all the partitions: each fetch response reports the watermarks of the partitions in it.
+    static func watermarkReader(configuration: KafkaConfiguration) throws -> KafkaHandle {
+        try KafkaHandle(
             type: RD_KAFKA_CONSUMER,
             configuration: configuration,
             extra: [("group.id", "prodready-watermarks"), ("enable.auto.commit", "false"), ("fetch.wait.max.ms", "10"), ("enable.partition.eof", "true")]
         )
-        return try await reader.executor.run {
-            rd_kafka_poll_set_consumer(reader.pointer)
-            let code = withPartitionList(partitions.map { ($0, Int64(RD_KAFKA_OFFSET_BEGINNING)) }) { rd_kafka_assign(reader.pointer, $0) }
-            guard code == RD_KAFKA_RESP_ERR_NO_ERROR else {
-                throw ProdReadyError(.serverError, "Kafka assign of \(partitions) failed: \(kafkaErrorDescription(code))")
-            }
-            defer { _ = rd_kafka_assign(reader.pointer, nil) }
-            let clock = ContinuousClock()
-            let deadline = clock.now + timeout
-            var lastError = "no fetch response"
-            var found: [KafkaTopicPartition: KafkaWatermarks] = [:]
-            while clock.now < deadline {
-                if let message = rd_kafka_consumer_poll(reader.pointer, 50) {
-                    let error = message.pointee.err
-                    let partition = message.pointee.rkt.map { KafkaTopicPartition(String(cString: rd_kafka_topic_name($0)), message.pointee.partition) }
-                    rd_kafka_message_destroy(message)
-                    switch error {
-                    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-                        throw ProdReadyError(.notFound, "Kafka has no partition \(partition.map(\.description) ?? partitions.map(\.description).joined(separator: ", ")): \(kafkaErrorDescription(error))")
-                    case RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_RESP_ERR__PARTITION_EOF:
-                        break
-                    default:
-                        lastError = kafkaErrorDescription(error)
-                    }
-                }
-                for partition in partitions where found[partition] == nil {
-                    var low = Int64(RD_KAFKA_OFFSET_INVALID)
-                    var high = Int64(RD_KAFKA_OFFSET_INVALID)
-                    if rd_kafka_get_watermark_offsets(reader.pointer, partition.topic, partition.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 {
-                        found[partition] = KafkaWatermarks(low: max(0, low), high: high)
-                    }
-                }
-                let all = partitions.compactMap { found[$0] }
-                if all.count == partitions.count { return all }
-            }
-            let missing = partitions.filter { found[$0] == nil }.map(\.description).joined(separator: ", ")
-            throw ProdReadyError(.timeout, "Kafka reported no watermarks for \(missing) within \(timeout) (\(lastError))", retriable: true)
+    }
+
+    /// `fetchWatermarks` on the calling thread, which it blocks for up to `timeout`: for librdkafka callbacks,
+    /// which already run on a consumer's own executor.
+    static func readWatermarks(_ partitions: [KafkaTopicPartition], with reader: KafkaHandle, timeout: Duration) throws -> [KafkaWatermarks] {
+        rd_kafka_poll_set_consumer(reader.pointer)
+        let code = withPartitionList(partitions.map { ($0, Int64(RD_KAFKA_OFFSET_BEGINNING)) }) { rd_kafka_assign(reader.pointer, $0) }
+        guard code == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw ProdReadyError(.serverError, "Kafka assign of \(partitions) failed: \(kafkaErrorDescription(code))")
         }
+        defer { _ = rd_kafka_assign(reader.pointer, nil) }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var lastError = "no fetch response"
+        var found: [KafkaTopicPartition: KafkaWatermarks] = [:]
+        while clock.now < deadline {
+            if let message = rd_kafka_consumer_poll(reader.pointer, 50) {
+                let error = message.pointee.err
+                let partition = message.pointee.rkt.map { KafkaTopicPartition(String(cString: rd_kafka_topic_name($0)), message.pointee.partition) }
+                rd_kafka_message_destroy(message)
+                switch error {
+                case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART, RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+                    throw ProdReadyError(.notFound, "Kafka has no partition \(partition.map(\.description) ?? partitions.map(\.description).joined(separator: ", ")): \(kafkaErrorDescription(error))")
+                case RD_KAFKA_RESP_ERR_NO_ERROR, RD_KAFKA_RESP_ERR__PARTITION_EOF:
+                    break
+                default:
+                    lastError = kafkaErrorDescription(error)
+                }
+            }
+            for partition in partitions where found[partition] == nil {
+                var low = Int64(RD_KAFKA_OFFSET_INVALID)
+                var high = Int64(RD_KAFKA_OFFSET_INVALID)
+                if rd_kafka_get_watermark_offsets(reader.pointer, partition.topic, partition.partition, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 {
+                    found[partition] = KafkaWatermarks(low: max(0, low), high: high)
+                }
+            }
+            let all = partitions.compactMap { found[$0] }
+            if all.count == partitions.count { return all }
+        }
+        let missing = partitions.filter { found[$0] == nil }.map(\.description).joined(separator: ", ")
+        throw ProdReadyError(.timeout, "Kafka reported no watermarks for \(missing) within \(timeout) (\(lastError))", retriable: true)
     }
 }
 

@@ -51,7 +51,40 @@ public enum KafkaRebalanceEvent: Sendable, Equatable {
 /// Reached from librdkafka's rebalance callback through the configuration's opaque pointer.
 private final class RebalanceContext: Sendable {
     let continuation: AsyncStream<KafkaRebalanceEvent>.Continuation
-    init(_ continuation: AsyncStream<KafkaRebalanceEvent>.Continuation) { self.continuation = continuation }
+    /// Where partitions without a committed offset start: at their end (`startFromEarliest: false`), and the
+    /// configuration that reads where the end is.
+    let startAtEndWith: KafkaConfiguration?
+
+    init(_ continuation: AsyncStream<KafkaRebalanceEvent>.Continuation, startAtEndWith: KafkaConfiguration?) {
+        self.continuation = continuation
+        self.startAtEndWith = startAtEndWith
+    }
+
+    /// Sets the start of each assigned partition the group has no committed offset for to its high watermark.
+    ///
+    /// librdkafka would resolve "latest" with ListOffsets, which the embedded broker answers wrongly (see
+    /// `KafkaHandle.fetchWatermarks`: 1 after 10 messages), so a member starting at the end re-read old messages.
+    /// The high watermark from a fetch response is right on every broker. Runs inside `rd_kafka_consumer_poll`
+    /// on the consumer's executor, which it blocks while it asks (up to 10 s per question). If an answer does
+    /// not come, the partition keeps librdkafka's own "latest".
+    func startUncommittedAtEnd(_ handle: OpaquePointer, _ assigned: UnsafeMutablePointer<rd_kafka_topic_partition_list_t>) {
+        guard let configuration = startAtEndWith, let committed = rd_kafka_topic_partition_list_copy(assigned) else { return }
+        defer { rd_kafka_topic_partition_list_destroy(committed) }
+        guard rd_kafka_committed(handle, committed, 10_000) == RD_KAFKA_RESP_ERR_NO_ERROR else { return }
+        var uncommitted: [(index: Int, partition: KafkaTopicPartition)] = []
+        for index in 0..<Int(committed.pointee.cnt) {
+            let element = committed.pointee.elems[index]
+            if element.err == RD_KAFKA_RESP_ERR_NO_ERROR, element.offset < 0 {
+                uncommitted.append((index, KafkaTopicPartition(String(cString: element.topic), element.partition)))
+            }
+        }
+        guard !uncommitted.isEmpty,
+              let reader = try? KafkaHandle.watermarkReader(configuration: configuration),
+              let ends = try? KafkaHandle.readWatermarks(uncommitted.map(\.partition), with: reader, timeout: .seconds(10)) else { return }
+        for (entry, end) in zip(uncommitted, ends) {
+            assigned.pointee.elems[entry.index].offset = end.high
+        }
+    }
 }
 
 /// librdkafka calls this from `rd_kafka_consumer_poll` or `rd_kafka_consumer_close`, so on the consumer's own
@@ -66,6 +99,7 @@ private let rebalanceCallback: @convention(c) (
     let cooperative = String(cString: rd_kafka_rebalance_protocol(handle)) == "COOPERATIVE"
     switch code {
     case RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS:
+        if let partitions { context.startUncommittedAtEnd(handle, partitions) }
         if cooperative {
             if let error = rd_kafka_incremental_assign(handle, partitions) { rd_kafka_error_destroy(error) }
         } else {
@@ -146,7 +180,8 @@ public final class KafkaConsumer: Sendable {
 
     /// - Parameters:
     ///   - groupID: the consumer group; required by librdkafka even for manual assignment.
-    ///   - startFromEarliest: where a partition without a committed offset starts.
+    ///   - startFromEarliest: where a partition without a committed offset starts: its first message, or (false)
+    ///     after its last one, as the high watermark is when the partition is assigned.
     ///   - autoCommitInterval: commit stored offsets this often in the background; nil commits only when asked.
     public init(configuration: KafkaConfiguration, groupID: String, startFromEarliest: Bool = true, autoCommitInterval: Duration? = nil) throws {
         guard !groupID.isEmpty else { throw ProdReadyError(.invalidArgument, "Kafka consumer group id must not be empty") }
@@ -154,7 +189,7 @@ public final class KafkaConsumer: Sendable {
             throw ProdReadyError(.invalidArgument, "the automatic commit interval must be at least 1 ms, got \(autoCommitInterval)")
         }
         let (events, continuation) = AsyncStream<KafkaRebalanceEvent>.makeStream()
-        let context = RebalanceContext(continuation)
+        let context = RebalanceContext(continuation, startAtEndWith: startFromEarliest ? nil : configuration)
         handle = try KafkaHandle(
             type: RD_KAFKA_CONSUMER,
             configuration: configuration,
@@ -207,7 +242,7 @@ public final class KafkaConsumer: Sendable {
             throw ProdReadyError(.invalidArgument, "assign needs at least one partition with a non-empty topic and a partition number >= 0")
         }
         try Self.validate(Array(partitions.values))
-        let partitions = try await resolvingEnd(partitions)
+        let partitions = try await resolvingEnd(try await resolvingUncommitted(partitions))
         try await handle.executor.run { [handle] in
             let code = withPartitionList(partitions.map { ($0.key, $0.value.rawValue) }) { rd_kafka_assign(handle.pointer, $0) }
             guard code == RD_KAFKA_RESP_ERR_NO_ERROR else {
@@ -278,6 +313,18 @@ public final class KafkaConsumer: Sendable {
                 }
             }
         }
+    }
+
+    /// `.committed` replaced by `.end` where the group has committed nothing, for a consumer that starts
+    /// uncommitted partitions at their end (librdkafka's own "latest" would ask ListOffsets; see `resolvingEnd`).
+    private func resolvingUncommitted(_ positions: [KafkaTopicPartition: KafkaOffset]) async throws -> [KafkaTopicPartition: KafkaOffset] {
+        let fromCommitted = positions.filter { $0.value == .committed }.map(\.key)
+        guard rebalanceContext.startAtEndWith != nil, !fromCommitted.isEmpty else { return positions }
+        var resolved = positions
+        for (partition, offset) in try await committed(fromCommitted) where offset == nil {
+            resolved[partition] = .end
+        }
+        return resolved
     }
 
     /// `.end` replaced by the partition's high watermark as a fetch reports it: librdkafka would resolve it with

@@ -58,6 +58,55 @@ struct KafkaConsumerTests {
         }
     }
 
+    @Test("a member starting from the latest offset reads only what is produced after it joined; once it committed, it resumes there")
+    func startFromLatest() async throws {
+        let servers = try await servers()
+        try await withKafkaTopic(servers, partitions: 2) { topic in
+            let old = try await produce(10, to: topic, servers: servers)
+            #expect(Set(old.map(\.partition)).count == 2, "the old messages spread over both partitions: \(old.map(\.partition))")
+            let group = uniqueName("latest")
+            let member = try KafkaConsumer(configuration: .embedded(bootstrapServers: servers), groupID: group, startFromEarliest: false)
+            try await member.subscribe(topics: [topic])
+            // The assignment, and with it the start position, is applied while the member polls.
+            var beforeNew: [KafkaMessage] = []
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(30)
+            while try await member.assignment().count < 2 {
+                guard clock.now < deadline else { throw ProdReadyError(.timeout, "no assignment of both partitions within 30 s") }
+                beforeNew += try await member.poll(upTo: 100, timeout: .milliseconds(200))
+            }
+            beforeNew += try await member.poll(upTo: 100, timeout: .milliseconds(500))
+            #expect(beforeNew.isEmpty, "messages from before the member joined were delivered: \(beforeNew.map(\.text))")
+
+            _ = try await produce(5, to: topic, servers: servers, from: 100)
+            var read = try await member.collect(5, within: .seconds(30))
+            read += try await member.poll(upTo: 100, timeout: .milliseconds(500))
+            #expect(read.map(\.text).sorted() == (100..<105).map { "m\($0)" }.sorted(), "read \(read.map(\.text))")
+            try await member.store(read)
+            try await member.commitStored()
+            try await member.close()
+
+            // Committed offsets win over the start position: the next member reads what came after them.
+            _ = try await produce(3, to: topic, servers: servers, from: 200)
+            let next = try KafkaConsumer(configuration: .embedded(bootstrapServers: servers), groupID: group, startFromEarliest: false)
+            try await next.subscribe(topics: [topic])
+            var resumed = try await next.collect(3, within: .seconds(30))
+            resumed += try await next.poll(upTo: 100, timeout: .milliseconds(500))
+            #expect(resumed.map(\.text).sorted() == (200..<203).map { "m\($0)" }.sorted(), "resumed with \(resumed.map(\.text))")
+            try await next.close()
+
+            // A manual reader of a group that never committed, asking for the committed offset, starts at the end too.
+            let reader = try KafkaConsumer(configuration: .embedded(bootstrapServers: servers), groupID: uniqueName("never"), startFromEarliest: false)
+            try await reader.assign([KafkaTopicPartition(topic, 0): .committed, KafkaTopicPartition(topic, 1): .committed])
+            let early = try await reader.poll(upTo: 100, timeout: .seconds(1))
+            #expect(early.isEmpty, "a manual reader starting at the end got old messages: \(early.map(\.text))")
+            _ = try await produce(4, to: topic, servers: servers, from: 300)
+            var fresh = try await reader.collect(4, within: .seconds(30))
+            fresh += try await reader.poll(upTo: 100, timeout: .milliseconds(500))
+            #expect(fresh.map(\.text).sorted() == (300..<304).map { "m\($0)" }.sorted(), "the manual reader got \(fresh.map(\.text))")
+        }
+    }
+
     @Test("a paused partition delivers nothing until resumed, then continues from where it was")
     func pauseAndResume() async throws {
         let servers = try await servers()
