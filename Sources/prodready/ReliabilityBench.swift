@@ -137,35 +137,25 @@ struct ReliabilityBench: AsyncParsableCommand {
             try await single.markDone(handler: "round-trip", eventID: "r\(index)")
         }
 
-        progress("one event per claim: \(events) events, \(registries.count) workers")
         let workerCount = registries.count
-        try await validator.measure(
-            "one event per claim, \(workerCount) workers (events/s)",
-            thresholds: [.throughput(atLeast: 4_000)],
-            operations: events,
-            concurrency: workerCount,
-            executors: executors
-        ) { index in
-            let registry = registries[index % workerCount]
-            let outcome = try await registry.claim(handler: "throughput", eventID: "t\(index)", aggregateID: "a\(index % 1000)", sequence: Int64(index))
-            guard outcome.isClaimed else { throw ProdReadyError(.protocolError, "fresh event t\(index) was \(outcome)") }
-            try await registry.markDone(handler: "throughput", eventID: "t\(index)")
-        }
-
-        // The same with claims committed without waiting for their flush (ClaimCommit.asynchronous): one WAL
+        // Claims committed synchronously, then without waiting for their flush (ClaimCommit.asynchronous): one WAL
         // flush per event instead of two.
-        progress("one event per claim, claims committed asynchronously: \(events) events, \(workerCount) workers")
-        try await validator.measure(
-            "one event per claim, \(workerCount) workers, asynchronous claim commits (events/s)",
-            thresholds: [.throughput(atLeast: 4_000)],
-            operations: events,
-            concurrency: workerCount,
-            executors: executors
-        ) { index in
-            let registry = asynchronousClaims[index % workerCount]
-            let outcome = try await registry.claim(handler: "throughput-async", eventID: "t\(index)", aggregateID: "a\(index % 1000)", sequence: Int64(index))
-            guard outcome.isClaimed else { throw ProdReadyError(.protocolError, "fresh event t\(index) was \(outcome)") }
-            try await registry.markDone(handler: "throughput-async", eventID: "t\(index)")
+        let modes = [("", "", registries), (", asynchronous claim commits", "-async", asynchronousClaims)]
+        for (label, suffix, workers) in modes {
+            progress("one event per claim\(label): \(events) events, \(workerCount) workers")
+            let handler = "throughput" + suffix
+            try await validator.measure(
+                "one event per claim, \(workerCount) workers\(label) (events/s)",
+                thresholds: [.throughput(atLeast: 4_000)],
+                operations: events,
+                concurrency: workerCount,
+                executors: executors
+            ) { index in
+                let registry = workers[index % workerCount]
+                let outcome = try await registry.claim(handler: handler, eventID: "t\(index)", aggregateID: "a\(index % 1000)", sequence: Int64(index))
+                guard outcome.isClaimed else { throw ProdReadyError(.protocolError, "fresh event t\(index) was \(outcome)") }
+                try await registry.markDone(handler: handler, eventID: "t\(index)")
+            }
         }
 
         // The same work as a consumer loop that finishes each event in the round trip that claims the next one.
