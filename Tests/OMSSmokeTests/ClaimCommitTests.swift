@@ -25,12 +25,15 @@ struct ClaimCommitTests {
                 let asynchronous = try ProcessedEventRegistry(client: clients[0], schema: schema, options: .init(owner: "async", claimCommit: .asynchronous))
                 let observer = clients[1]
                 // The WAL writer flushes asynchronous commits every 200 ms, which a loaded machine can let pass
-                // between a claim and the look at the WAL: on this private server it waits 10 s instead (taking
-                // effect at its next wake-up). The server also writes a record of its own now and then; five
-                // rounds and a majority keep that from deciding the test.
+                // between a claim and the look at the WAL: on this private server it waits 10 s instead (every
+                // server process rereads its settings on the reload signal). The server also writes a record of
+                // its own now and then; five rounds and a majority keep that from deciding the test.
                 try await observer.query("ALTER SYSTEM SET wal_writer_delay = '10s'")
                 try await observer.query("SELECT pg_reload_conf()")
-                try await Task.sleep(for: .seconds(1))
+                try await eventually("the server to take wal_writer_delay = 10 s") {
+                    let rows = try await observer.query("SELECT setting FROM pg_settings WHERE name = 'wal_writer_delay'").collect()
+                    return try rows.first?.decode(String.self) == "10000"
+                }
                 var synchronousGaps: [Int64] = []
                 var asynchronousGaps: [Int64] = []
                 var afterMarkDone: [Int64] = []
