@@ -141,7 +141,7 @@ struct ReliabilityBench: AsyncParsableCommand {
         // Claims committed synchronously, then without waiting for their flush (ClaimCommit.asynchronous): one WAL
         // flush per event instead of two.
         let modes = [("", "", registries), (", asynchronous claim commits", "-async", asynchronousClaims)]
-        for (label, suffix, workers) in modes {
+        for (label, suffix, mode) in modes {
             progress("one event per claim\(label): \(events) events, \(workerCount) workers")
             let handler = "throughput" + suffix
             try await validator.measure(
@@ -151,7 +151,7 @@ struct ReliabilityBench: AsyncParsableCommand {
                 concurrency: workerCount,
                 executors: executors
             ) { index in
-                let registry = workers[index % workerCount]
+                let registry = mode[index % workerCount]
                 let outcome = try await registry.claim(handler: handler, eventID: "t\(index)", aggregateID: "a\(index % 1000)", sequence: Int64(index))
                 guard outcome.isClaimed else { throw ProdReadyError(.protocolError, "fresh event t\(index) was \(outcome)") }
                 try await registry.markDone(handler: handler, eventID: "t\(index)")
