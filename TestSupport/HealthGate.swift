@@ -2,9 +2,9 @@ public import ProdReadyInfra
 
 /// One health probe at a time per component and address, shared by every guard that asks while it runs.
 ///
-/// Swift Testing starts every test of a run at once, and each guard probes the components its test needs. On a
-/// 2-core CI machine 150 simultaneous Kafka probes (a producer and a consumer each, with librdkafka's threads)
-/// and S3 probes were themselves the load that made the shared broker and moto miss the probe deadline, so
+/// Swift Testing starts every test of a run (about 150) at once, and each guard probes the components its test
+/// needs. On a loaded CI machine dozens of simultaneous Kafka probes (a producer and a consumer each, with
+/// librdkafka's threads) and S3 probes were themselves the load that made the shared broker and moto miss the probe deadline, so
 /// the guards failed tests against servers that were up. Guards that ask while a probe is in flight now wait
 /// for its answer instead of starting another. Nothing is cached after the probe ends: a guard that asks later
 /// probes again, so a component stopped by a chaos test is seen as stopped.
