@@ -17,19 +17,57 @@ public struct InfrastructureRequirement: Sendable, Equatable {
     public var embedded: [Component]
 }
 
+/// Why a guarded test cannot run, by kind, so that every kind is decided the same way.
+public struct UnmetRequirement: Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// Nothing provides a component the test needs (a variable unset in external mode, a component the
+        /// `prodready up` stack does not run).
+        case missing
+        /// The component is provided but does not answer its health probe.
+        case unreachable
+        /// A variable the test depends on is set but unusable (malformed, incomplete, unknown provider).
+        case configuration
+        /// The test stops, kills or pauses infrastructure that this process may not or cannot control.
+        case notControllable = "not controllable"
+        /// The embedded provider cannot start what the test needs (missing binaries, a failed boot).
+        case cannotStart = "cannot start"
+    }
+
+    public var kind: Kind
+    public var reason: String
+
+    public init(_ kind: Kind, _ reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+
+    /// The kind a `ProdReadyError` from resolving the infrastructure stands for.
+    static func from(_ error: any Error) -> UnmetRequirement {
+        guard let error = error as? ProdReadyError else { return UnmetRequirement(.cannotStart, "\(error)") }
+        switch error.code {
+        case .configuration: return UnmetRequirement(.configuration, error.message)
+        case .notFound: return UnmetRequirement(.missing, error.message)
+        default: return UnmetRequirement(.cannotStart, error.description)
+        }
+    }
+
+    public var description: String { "\(kind.rawValue): \(reason)" }
+}
+
 /// How a guard decides when its requirement is not met.
 public enum GuardDecision: Equatable, Sendable {
     case run
     case skip(reason: String)
     case fail(reason: String)
 
-    /// Skips locally, fails in strict mode (CI=true or PRODREADY_REQUIRE_INFRA=1): CI never goes green by skipping.
-    public static func decide(unmetReason: String?, strict: Bool) -> GuardDecision {
-        guard let unmetReason else { return .run }
+    /// Skips locally, fails in strict mode (CI=true or PRODREADY_REQUIRE_INFRA=1), whatever the kind: CI never
+    /// goes green by skipping.
+    public static func decide(_ unmet: UnmetRequirement?, strict: Bool) -> GuardDecision {
+        guard let unmet else { return .run }
         if strict {
-            return .fail(reason: "required infrastructure is missing and CI/PRODREADY_REQUIRE_INFRA forbids skipping: \(unmetReason)")
+            return .fail(reason: "this test cannot run and CI/PRODREADY_REQUIRE_INFRA forbids skipping — \(unmet)")
         }
-        return .skip(reason: "skipped: \(unmetReason). To run it: `prodready up` (or set the variables for your own deployment, see README)")
+        return .skip(reason: "skipped — \(unmet). To run it: `prodready up` (or set the variables for your own deployment, see README)")
     }
 }
 
@@ -51,8 +89,7 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
             try await function()
             return
         }
-        let unmet = await Self.unmetReason(requirement, infrastructure: infrastructure)
-        switch GuardDecision.decide(unmetReason: unmet, strict: infrastructure.isStrict) {
+        switch await decision() {
         case .run:
             try await function()
         case .skip(let reason):
@@ -63,39 +100,47 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
         }
     }
 
-    /// Why `requirement` cannot be met right now, or nil when it can.
-    public static func unmetReason(_ requirement: InfrastructureRequirement, infrastructure: TestInfrastructure) async -> String? {
+    /// What the guard does for its test right now.
+    public func decision() async -> GuardDecision {
+        GuardDecision.decide(await Self.unmet(requirement, infrastructure: infrastructure), strict: infrastructure.isStrict)
+    }
+
+    /// Why `requirement` cannot be met right now, or nil when it can. Checked in the order that costs least:
+    /// the configuration and provider, whether the provider lets the test control what it must, each
+    /// component's health, and last the binaries of private stacks.
+    public static func unmet(_ requirement: InfrastructureRequirement, infrastructure: TestInfrastructure) async -> UnmetRequirement? {
         if !requirement.components.isEmpty {
+            let source: any Infrastructure
             do {
-                let source = try await infrastructure.source(for: requirement.components)
-                for component in requirement.components {
-                    var health = await HealthGate.shared.health(of: component, in: source)
-                    // A transient error or a slow answer from a server that accepted the connection (busy, or "the
-                    // database system is starting up") is not an outage: check again for a while. Every guard
-                    // asking at once shares one probe (HealthGate), so checking again adds no load of its own.
-                    let clock = ContinuousClock()
-                    let recheckUntil = clock.now + .seconds(30)
-                    while !health.isHealthy, health.failureMayPass, clock.now < recheckUntil {
-                        try await Task.sleep(for: .milliseconds(200))
-                        health = await HealthGate.shared.health(of: component, in: source)
-                    }
-                    if !health.isHealthy {
-                        return "\(component) (\(source.kind)) does not answer: \(health.detail)"
-                    }
-                }
+                source = try await infrastructure.source(for: requirement.components)
             } catch {
-                return "\(error)"
+                return UnmetRequirement.from(error)
             }
-        }
-        if !requirement.operations.isEmpty {
-            let verdict = await infrastructure.destructiveControlAllowed(for: requirement.components, operations: requirement.operations)
-            if !verdict.allowed { return verdict.reason }
+            if !requirement.operations.isEmpty {
+                let verdict = await infrastructure.destructiveControlAllowed(for: requirement.components, operations: requirement.operations)
+                if !verdict.allowed { return UnmetRequirement(.notControllable, verdict.reason) }
+            }
+            for component in requirement.components {
+                var health = await HealthGate.shared.health(of: component, in: source)
+                // A transient error or a slow answer from a server that accepted the connection (busy, or "the
+                // database system is starting up") is not an outage: check again for a while. Every guard
+                // asking at once shares one probe (HealthGate), so checking again adds no load of its own.
+                let clock = ContinuousClock()
+                let recheckUntil = clock.now + .seconds(30)
+                while !health.isHealthy, health.failureMayPass, clock.now < recheckUntil {
+                    do { try await Task.sleep(for: .milliseconds(200)) } catch { break }
+                    health = await HealthGate.shared.health(of: component, in: source)
+                }
+                if !health.isHealthy {
+                    return UnmetRequirement(.unreachable, "\(component) (\(source.kind)) does not answer: \(health.detail)")
+                }
+            }
         }
         if !requirement.embedded.isEmpty {
             do {
                 try Toolchain(home: infrastructure.home).verify(Component.closure(requirement.embedded))
             } catch {
-                return "private embedded stacks need local binaries: \(error)"
+                return UnmetRequirement(.cannotStart, "private embedded stacks need local binaries: \(error)")
             }
         }
         return nil

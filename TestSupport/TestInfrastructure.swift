@@ -12,7 +12,6 @@ public actor TestInfrastructure {
     public static let shared = TestInfrastructure()
 
     public nonisolated let settings: InfrastructureSettings
-    public nonisolated let settingsError: ProdReadyError?
     public nonisolated let home: String
     private var processStack: NativeStack?
     private var upStack: NativeStack?
@@ -25,20 +24,14 @@ public actor TestInfrastructure {
 
     /// Resolution from an explicit environment (tests of the resolution itself use this).
     public init(environment: [String: String]) {
-        do {
-            settings = try InfrastructureSettings(environment: environment)
-            settingsError = nil
-        } catch let error as ProdReadyError {
-            settings = try! InfrastructureSettings(environment: [:])
-            settingsError = error
-        } catch {
-            settings = try! InfrastructureSettings(environment: [:])
-            settingsError = ProdReadyError(.configuration, "\(error)")
-        }
+        // Never all-or-nothing: a bad variable of one component must neither stop the others nor turn strict
+        // mode off (a run with an incomplete S3 configuration once skipped everything under CI=true).
+        settings = InfrastructureSettings(reading: environment)
         home = prodreadyHome(environment: environment)
     }
 
-    /// Whether missing infrastructure fails tests rather than skipping them.
+    /// Whether missing infrastructure fails tests rather than skipping them. Read from CI and
+    /// PRODREADY_REQUIRE_INFRA alone, whatever else the environment gets wrong.
     public nonisolated var isStrict: Bool { settings.isStrict }
 
     /// The endpoints for `components`, starting them in the process stack if that is where they come from.
@@ -47,14 +40,16 @@ public actor TestInfrastructure {
         try await source(for: components).endpoints()
     }
 
-    /// The infrastructure that serves `components`.
+    /// The infrastructure that serves `components`. Throws `configuration` for a variable of one of
+    /// `components` (or the provider) that is set wrong, `not_found` for a component nothing provides, and
+    /// `process_failed` for an embedded component that could not start.
     public func source(for components: [Component]) async throws -> any Infrastructure {
-        if let settingsError { throw settingsError }
+        if let problem = settings.configurationError(for: components) { throw problem }
         switch settings.provider {
         case .external:
             let missing = components.filter { !settings.configuredEndpoints.has($0) }
             guard missing.isEmpty else {
-                throw ProdReadyError(.configuration, "PRODREADY_INFRA=external but \(missing.map { EnvironmentVariable.name(for: $0) }.joined(separator: ", ")) not set")
+                throw ProdReadyError(.notFound, "PRODREADY_INFRA=external but \(missing.map { EnvironmentVariable.name(for: $0) }.joined(separator: ", ")) not set")
             }
             return ExternalInfrastructure(endpoints: settings.configuredEndpoints)
         case .compose:
@@ -65,7 +60,7 @@ public actor TestInfrastructure {
                 let notRunning = components.filter { !running.has($0) }
                 if notRunning.isEmpty { return up }
                 if settings.provider == .native {
-                    throw ProdReadyError(.notRunning, "the `prodready up` stack does not run \(notRunning.map(\.rawValue).joined(separator: ", ")); run `prodready up --components \(components.map(\.rawValue).joined(separator: ","))`")
+                    throw ProdReadyError(.notFound, "the `prodready up` stack does not run \(notRunning.map(\.rawValue).joined(separator: ", ")); run `prodready up --components \(components.map(\.rawValue).joined(separator: ","))`")
                 }
             }
             if settings.provider == .auto {
@@ -105,7 +100,7 @@ public actor TestInfrastructure {
     private func ensureProcessStack(_ components: [Component]) async throws -> NativeStack {
         for component in Component.closure(components) {
             if let failure = bootFailures[component] {
-                throw ProdReadyError(.notRunning, failure)
+                throw ProdReadyError(.processFailed, failure)
             }
         }
         if processStack == nil {
@@ -120,7 +115,7 @@ public actor TestInfrastructure {
             for component in Component.closure(components) where !(await stack.isRunning(component)) {
                 bootFailures[component] = "\(message): \(error)"
             }
-            throw ProdReadyError(.notRunning, message, underlying: error)
+            throw ProdReadyError(.processFailed, message, underlying: error)
         }
         return stack
     }

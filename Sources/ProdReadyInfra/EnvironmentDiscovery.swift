@@ -1,23 +1,52 @@
-import ProdReadyCore
+public import ProdReadyCore
+
+/// A setting the environment got wrong, and the components it stops: a component's own variables concern that
+/// component alone; a provider that cannot be read concerns every component.
+public struct ConfigurationProblem: Sendable, Equatable {
+    /// The components this problem keeps from running; `Component.allCases` for the provider.
+    public var components: [Component]
+    public var error: ProdReadyError
+
+    public func concerns(_ wanted: [Component]) -> Bool {
+        wanted.contains(where: components.contains)
+    }
+}
 
 /// What the environment says about where infrastructure is and how strict to be.
+///
+/// Reading the environment never fails as a whole: strictness and the destructive opt-in are read first and
+/// always, and each component's variables are checked on their own. A malformed `MINIO_ENDPOINT_URL` is a
+/// problem for the tests that need S3 and nothing else — and in strict mode still a failure of those tests,
+/// never a reason to fall back to lenient defaults.
 public struct InfrastructureSettings: Sendable {
     public var provider: ProviderKind
-    /// Endpoints given by variables (only those set).
+    /// Endpoints given by variables (only those set and well-formed).
     public var configuredEndpoints: StackEndpoints
     /// Missing infrastructure fails tests instead of skipping them (`CI=true` or `PRODREADY_REQUIRE_INFRA=1`).
     public var isStrict: Bool
     /// Destructive tests may stop or kill components of a stack this process did not start.
     public var allowsDestructive: Bool
+    /// Every variable that was set but cannot be used, in the order the variables are read.
+    public var problems: [ConfigurationProblem]
 
-    public init(environment: [String: String]) throws {
-        let providerText = environment[EnvironmentVariable.provider]?.lowercased() ?? "auto"
-        guard let provider = ProviderKind(rawValue: providerText.isEmpty ? "auto" : providerText) else {
-            throw ProdReadyError(.configuration, "\(EnvironmentVariable.provider)='\(providerText)' is not one of \(ProviderKind.allCases.map(\.rawValue).joined(separator: "|"))")
-        }
-        self.provider = provider
+    public init(reading environment: [String: String]) {
         isStrict = Self.isTrue(environment[EnvironmentVariable.continuousIntegration]) || Self.isTrue(environment[EnvironmentVariable.requireInfrastructure])
         allowsDestructive = Self.isTrue(environment[EnvironmentVariable.allowDestructive])
+        var problems: [ConfigurationProblem] = []
+        func problem(_ component: Component, _ message: String) {
+            problems.append(ConfigurationProblem(components: [component], error: ProdReadyError(.configuration, message)))
+        }
+
+        let providerText = environment[EnvironmentVariable.provider]?.lowercased() ?? "auto"
+        if let provider = ProviderKind(rawValue: providerText.isEmpty ? "auto" : providerText) {
+            self.provider = provider
+        } else {
+            self.provider = .auto
+            problems.append(ConfigurationProblem(
+                components: Component.allCases,
+                error: ProdReadyError(.configuration, "\(EnvironmentVariable.provider)='\(providerText)' is not one of \(ProviderKind.allCases.map(\.rawValue).joined(separator: "|"))")
+            ))
+        }
 
         var endpoints = StackEndpoints()
         func value(_ name: String) -> String? {
@@ -25,35 +54,53 @@ public struct InfrastructureSettings: Sendable {
             return text
         }
         if let url = value(EnvironmentVariable.postgresURL) {
-            guard url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") else {
-                throw ProdReadyError(.configuration, "\(EnvironmentVariable.postgresURL) must look like postgresql://user:pass@host:port/db, got '\(redacted(url))'")
+            if url.hasPrefix("postgres://") || url.hasPrefix("postgresql://") {
+                endpoints.postgresURL = url
+            } else {
+                problem(.postgres, "\(EnvironmentVariable.postgresURL) must look like postgresql://user:pass@host:port/db, got '\(redacted(url))'")
             }
-            endpoints.postgresURL = url
         }
         endpoints.kafkaBootstrapServers = value(EnvironmentVariable.kafkaBootstrapServers)
         if let url = value(EnvironmentVariable.natsURL) {
-            guard url.hasPrefix("nats://") || url.hasPrefix("tls://") else {
-                throw ProdReadyError(.configuration, "\(EnvironmentVariable.natsURL) must look like nats://host:port, got '\(redacted(url))'")
+            if url.hasPrefix("nats://") || url.hasPrefix("tls://") {
+                endpoints.natsURL = url
+            } else {
+                problem(.nats, "\(EnvironmentVariable.natsURL) must look like nats://host:port, got '\(redacted(url))'")
             }
-            endpoints.natsURL = url
         }
         endpoints.natsMonitorURL = value(EnvironmentVariable.natsMonitorURL)
         if let url = value(EnvironmentVariable.redisURL) {
-            guard url.hasPrefix("redis://") else {
-                throw ProdReadyError(.configuration, "\(EnvironmentVariable.redisURL) must look like redis://host:port, got '\(redacted(url))'")
+            if url.hasPrefix("redis://") {
+                endpoints.redisURL = url
+            } else {
+                problem(.redis, "\(EnvironmentVariable.redisURL) must look like redis://host:port, got '\(redacted(url))'")
             }
-            endpoints.redisURL = url
         }
         if let url = value(EnvironmentVariable.s3EndpointURL) ?? value(EnvironmentVariable.s3EndpointURLAlias) {
-            guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
-                throw ProdReadyError(.configuration, "\(EnvironmentVariable.s3EndpointURL) must look like http://host:port, got '\(url)'")
+            let accessKey = value(EnvironmentVariable.s3AccessKey)
+            let secretKey = value(EnvironmentVariable.s3SecretKey)
+            if !(url.hasPrefix("http://") || url.hasPrefix("https://")) {
+                problem(.s3, "\(EnvironmentVariable.s3EndpointURL) must look like http://host:port, got '\(url)'")
+            } else if let accessKey, let secretKey {
+                endpoints.s3 = S3Endpoint(url: url, accessKey: accessKey, secretKey: secretKey, region: value(EnvironmentVariable.s3Region) ?? "us-east-1")
+            } else {
+                let unset = [(EnvironmentVariable.s3AccessKey, accessKey), (EnvironmentVariable.s3SecretKey, secretKey)].filter { $0.1 == nil }.map(\.0)
+                problem(.s3, "\(EnvironmentVariable.s3EndpointURL) is set but \(unset.joined(separator: " and ")) \(unset.count == 1 ? "is" : "are") not; set both to the S3 identity's keys")
             }
-            guard let accessKey = value(EnvironmentVariable.s3AccessKey), let secretKey = value(EnvironmentVariable.s3SecretKey) else {
-                throw ProdReadyError(.configuration, "\(EnvironmentVariable.s3EndpointURL) is set but \(EnvironmentVariable.s3AccessKey) and \(EnvironmentVariable.s3SecretKey) are not")
-            }
-            endpoints.s3 = S3Endpoint(url: url, accessKey: accessKey, secretKey: secretKey, region: value(EnvironmentVariable.s3Region) ?? "us-east-1")
         }
         configuredEndpoints = endpoints
+        self.problems = problems
+    }
+
+    /// The settings, or the first problem in them: for callers that need the whole environment right.
+    public init(environment: [String: String]) throws {
+        self.init(reading: environment)
+        if let first = problems.first { throw first.error }
+    }
+
+    /// The first problem that keeps any of `components` from running, or nil.
+    public func configurationError(for components: [Component]) -> ProdReadyError? {
+        problems.first { $0.concerns(components) }?.error
     }
 
     static func isTrue(_ value: String?) -> Bool {

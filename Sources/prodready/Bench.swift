@@ -17,8 +17,8 @@ struct StackBench: AsyncParsableCommand {
         commandName: "stack",
         abstract: "Measure stack start-up: cold boot of all five components, a private stack, and the first consumer-group assignment.",
         discussion: """
-        Each run boots a fresh stack in its own directory (installs and build excluded), waits until every
-        component answered a real client round trip, records the time, and tears it down, checking that no
+        Each run boots a fresh stack in its own directory (installs and build excluded), waits until every \
+        component answered a real client round trip, records the time, and tears it down, checking that no \
         process and no listening port is left. Prints every run and the median, p90 and max.
         """
     )

@@ -9,8 +9,8 @@ struct ProdReadyCommand: AsyncParsableCommand {
         commandName: "prodready",
         abstract: "Boots and controls the infrastructure ProdReady's production-readiness suites run against.",
         discussion: """
-        The embedded stack runs PostgreSQL, a Kafka-compatible broker (Tansu, storing to S3), NATS with
-        JetStream, Redis and an S3 server (moto) as local processes on 127.0.0.1, with data under
+        The embedded stack runs PostgreSQL, a Kafka-compatible broker (Tansu, storing to S3), NATS with \
+        JetStream, Redis and an S3 server (moto) as local processes on 127.0.0.1, with data under \
         .prodready/stack. `eval "$(prodready up)"` exports the variables the suites read.
 
         PRODREADY_INFRA=compose makes the control commands act on compose/infra.yml through docker compose.
@@ -29,8 +29,13 @@ struct CommonOptions: ParsableArguments {
 
     var resolvedHome: String { home ?? prodreadyHome() }
 
+    /// The environment's settings. The embedded and compose stacks do not read the endpoint variables, so there
+    /// only a bad provider is an error; an external deployment needs every variable that is set to be right.
     func settings() throws -> InfrastructureSettings {
-        try InfrastructureSettings(environment: ProcessInfo.processInfo.environment)
+        let settings = InfrastructureSettings(reading: ProcessInfo.processInfo.environment)
+        let relevant = settings.provider == .external ? settings.problems : settings.problems.filter { $0.components.count == Component.allCases.count }
+        if let first = relevant.first { throw first.error }
+        return settings
     }
 }
 
@@ -307,8 +312,8 @@ struct Hold: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Boot a stack owned by this process and keep it until the process ends.",
         discussion: """
-        Prints the endpoints, then `holding <stack directory>`, and waits. When this process ends — Ctrl-C,
-        SIGTERM or SIGKILL — its watchdog kills every component and removes the directory. Handy for a stack
+        Prints the endpoints, then `holding <stack directory>`, and waits. When this process ends — Ctrl-C, \
+        SIGTERM or SIGKILL — its watchdog kills every component and removes the directory. Handy for a stack \
         that must not outlive a script, and used by the tests that prove no process is ever orphaned.
         """
     )

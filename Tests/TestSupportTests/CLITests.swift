@@ -166,3 +166,75 @@ struct CLITests {
         #expect(outcome.output.contains("scripts/bootstrap"))
     }
 }
+
+/// Every command's `--help`, read as a user reads it.
+@Suite("prodready help texts")
+struct HelpTextTests {
+    /// The longest line the argument parser writes when its output is not a terminal (80 columns, less one).
+    static let width = 79
+
+    /// Every command path, found by following each help text's SUBCOMMANDS section.
+    static func commandPaths() async throws -> [(path: [String], help: String)] {
+        var found: [(path: [String], help: String)] = []
+        var pending: [[String]] = [[]]
+        while let path = pending.popLast(), found.count < 100 {
+            let outcome = try await CLITests.prodready(path + ["--help"])
+            #expect(outcome.status == 0, "prodready \(path.joined(separator: " ")) --help exited \(outcome.status)")
+            found.append((path, outcome.output))
+            let lines = outcome.output.split(separator: "\n", omittingEmptySubsequences: false)
+            guard let start = lines.firstIndex(of: "SUBCOMMANDS:") else { continue }
+            // The list ends at the first blank line (a "See 'prodready help …'" line follows it).
+            for line in lines[(start + 1)...].prefix(while: { !$0.isEmpty }) {
+                guard line.hasPrefix("  "), !line.hasPrefix("   "), let name = line.split(separator: " ").first else { continue }
+                if name != "help" { pending.append(path + [String(name)]) }
+            }
+        }
+        return found
+    }
+
+    /// Lines that were broken before the parser had to: the next line's first word would have fitted. That is
+    /// what a hard line break in the source text looks like once the parser wraps it again.
+    static func earlyBreaks(in help: String) -> [String] {
+        let lines = help.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        var breaks: [String] = []
+        var inProse = true
+        for (line, next) in zip(lines, lines.dropFirst()) {
+            if line.hasPrefix("USAGE:") { inProse = false }
+            let continuation: Bool
+            if inProse {
+                continuation = !line.isEmpty && !next.isEmpty
+            } else {
+                // Option and subcommand descriptions continue in the column after the 26-character label.
+                // A label longer than the column puts its description on the next line: that is no early break.
+                let column = String(repeating: " ", count: 26)
+                let describes = line.count > 26 && line.dropFirst(24).hasPrefix("  ") || line.hasPrefix(column)
+                continuation = describes && next.hasPrefix(column) && !next.dropFirst(26).hasPrefix(" ")
+            }
+            guard continuation else { continue }
+            let firstWord = next.split(separator: " ").first.map(String.init) ?? ""
+            if line.count + 1 + firstWord.count <= width { breaks.append("\(line)⏎\(next)") }
+        }
+        return breaks
+    }
+
+    @Test("every command's help is written paragraphs: no line ends where the next word would have fitted")
+    func helpReadsAsParagraphs() async throws {
+        let commands = try await Self.commandPaths()
+        #expect(commands.count >= 20, "found only \(commands.map { $0.path.joined(separator: " ") })")
+        for (path, help) in commands {
+            let breaks = Self.earlyBreaks(in: help)
+            #expect(breaks.isEmpty, "prodready \(path.joined(separator: " ")) --help breaks lines early:\n\(breaks.joined(separator: "\n"))")
+            #expect(help.contains("USAGE:"), "prodready \(path.joined(separator: " ")) --help has no usage")
+        }
+    }
+
+    @Test("the wrap check finds a hard line break and accepts a paragraph the parser wrapped")
+    func wrapCheckCanFail() {
+        let wrapped = "OVERVIEW: Boots and controls the infrastructure ProdReady's\nproduction-readiness suites run against.\n\nUSAGE: x"
+        #expect(Self.earlyBreaks(in: wrapped).isEmpty)
+        let broken = "OVERVIEW: x\n\nThe embedded stack runs PostgreSQL, a Kafka-compatible broker (Tansu,\nstoring\nto S3).\n\nUSAGE: x"
+        #expect(Self.earlyBreaks(in: broken).count == 2)
+        let option = "USAGE: x\n\nOPTIONS:\n  --home <home>           ProdReady's state\n                          directory.\n  --components <components>\n                          Comma-separated components to start:\n"
+        #expect(Self.earlyBreaks(in: option) == ["  --home <home>           ProdReady's state⏎                          directory."])
+    }
+}

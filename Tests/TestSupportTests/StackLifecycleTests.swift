@@ -194,13 +194,31 @@ struct GuardTests {
     func skipReason() async throws {
         let local = TestInfrastructure(environment: ["PRODREADY_INFRA": "external"])
         #expect(local.isStrict == false)
-        let reason = try #require(await InfrastructureTrait.unmetReason(InfrastructureRequirement(components: [.kafka]), infrastructure: local))
-        #expect(reason.contains("KAFKA_BOOTSTRAP_SERVERS"))
-        guard case .skip(let message) = GuardDecision.decide(unmetReason: reason, strict: local.isStrict) else {
+        let unmet = try #require(await InfrastructureTrait.unmet(InfrastructureRequirement(components: [.kafka]), infrastructure: local))
+        #expect(unmet.kind == .missing)
+        #expect(unmet.reason.contains("KAFKA_BOOTSTRAP_SERVERS"))
+        guard case .skip(let message) = GuardDecision.decide(unmet, strict: local.isStrict) else {
             Issue.record("a non-strict run must skip")
             return
         }
         #expect(message.contains("prodready up"))
+    }
+
+    @Test("with an incomplete S3 configuration and CI=true, a Postgres-only test still runs against a real Postgres", .requires(.postgres))
+    func partialS3LeavesPostgresTestsRunning() async throws {
+        let postgresURL = try #require(try await TestInfrastructure.shared.endpoints(for: [.postgres]).postgresURL)
+        let environment = [
+            "CI": "true", "PRODREADY_INFRA": "external", "POSTGRES_URL": postgresURL, "MINIO_ENDPOINT_URL": "http://127.0.0.1:1",
+        ]
+        let infrastructure = TestInfrastructure(environment: environment)
+        let postgresOnly = InfrastructureTrait(requirement: InfrastructureRequirement(components: [.postgres]), infrastructure: infrastructure)
+        #expect(await postgresOnly.decision() == .run)
+        let needsS3 = InfrastructureTrait(requirement: InfrastructureRequirement(components: [.postgres, .s3]), infrastructure: infrastructure)
+        guard case .fail(let reason) = await needsS3.decision() else {
+            Issue.record("a test that needs S3 must fail on the incomplete S3 configuration in strict mode")
+            return
+        }
+        #expect(reason.contains("MINIO_ENDPOINT_URL is set but S3_ACCESS_KEY and S3_SECRET_KEY are not"), "reason: \(reason)")
     }
 
     @Test("a reachable component meets the requirement and the body runs", .requires(.redis))

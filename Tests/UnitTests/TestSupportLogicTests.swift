@@ -4,23 +4,6 @@ import TestSupport
 
 @Suite("TestSupport logic")
 struct TestSupportLogicTests {
-    @Test("Guards run when the requirement is met, skip locally, fail in strict mode")
-    func guardDecision() {
-        #expect(GuardDecision.decide(unmetReason: nil, strict: true) == .run)
-        #expect(GuardDecision.decide(unmetReason: nil, strict: false) == .run)
-        guard case .skip(let reason) = GuardDecision.decide(unmetReason: "POSTGRES_URL unset", strict: false) else {
-            Issue.record("expected a skip")
-            return
-        }
-        #expect(reason.contains("POSTGRES_URL unset"))
-        #expect(reason.contains("prodready up"))
-        guard case .fail(let failure) = GuardDecision.decide(unmetReason: "POSTGRES_URL unset", strict: true) else {
-            Issue.record("expected a failure in strict mode")
-            return
-        }
-        #expect(failure.contains("POSTGRES_URL unset"))
-    }
-
     @Test("eventually returns as soon as the condition holds")
     func eventuallySucceeds() async throws {
         let counter = Counter()
