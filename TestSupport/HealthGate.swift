@@ -4,7 +4,7 @@ public import ProdReadyInfra
 ///
 /// Swift Testing starts every test of a run (about 150) at once, and each guard probes the components its test
 /// needs. On a loaded CI machine dozens of simultaneous Kafka probes (a producer and a consumer each, with
-/// librdkafka's threads) and S3 probes were themselves the load that made the shared broker and moto miss the probe deadline, so
+/// librdkafka's threads) and S3 probes were themselves the load that made the shared broker and the S3 server (moto then) miss the probe deadline, so
 /// the guards failed tests against servers that were up. Guards that ask while a probe is in flight now wait
 /// for its answer instead of starting another. Nothing is cached after the probe ends: a guard that asks later
 /// probes again, so a component stopped by a chaos test is seen as stopped.

@@ -14,7 +14,7 @@ public func withKafkaTopic<Result: Sendable>(
 ) async throws -> Result {
     let admin = try KafkaAdmin(configuration: .embedded(bootstrapServers: bootstrapServers, clientID: "prodready-tests"))
     let topic = uniqueName("t")
-    // Setting up is not what a test measures: on a loaded machine the embedded broker, whose log lives in moto,
+    // Setting up is not what a test measures: on a loaded machine the embedded broker, whose log lives in S3,
     // took longer than the admin default of 10 s to create a topic.
     try await admin.createTopic(topic, partitions: partitions, timeout: .seconds(30))
     guard try await kafkaTopicsMayBeDeleted() else { return try await body(topic) }

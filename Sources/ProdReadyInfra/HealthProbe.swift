@@ -68,7 +68,7 @@ public enum HealthProbe {
             return ComponentHealth(component: component, isHealthy: true, detail: detail, latencyMilliseconds: (clock.now - start).milliseconds)
         } catch {
             // A server that answered with a transient error, or accepted the connection but was too busy to answer
-            // in time (moto on a loaded 2-core machine), is not down; a refused connection is.
+            // in time (an S3 server on a loaded 2-core machine), is not down; a refused connection is.
             let mayPass = (error as? ProdReadyError).map { ($0.code == .serverError && $0.isRetriable) || $0.code == .timeout } ?? false
             return ComponentHealth(component: component, isHealthy: false, detail: "\(error)", latencyMilliseconds: nil, failureMayPass: mayPass)
         }

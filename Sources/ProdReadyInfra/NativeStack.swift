@@ -15,6 +15,37 @@ public struct NativeComponentState: Codable, Sendable {
     /// The running process, nil while stopped.
     public var process: ProcessIdentity?
     public var isPaused: Bool
+    /// The embedded S3 server's other servers (nil for every other component).
+    public var seaweed: SeaweedPorts?
+
+    /// Every port this component listens on.
+    public var ports: [Int] {
+        [port] + (monitorPort.map { [$0] } ?? []) + (seaweed?.all ?? [])
+    }
+}
+
+/// SeaweedFS (`weed mini`) runs a master, a volume server, a filer, the S3 gateway and an admin server in one
+/// process. Each listens on an HTTP port and on that port + 10,000 for gRPC; the stack picks all of them (some
+/// SeaweedFS clients assume the offset, so it is kept), so stacks side by side never share one.
+public struct SeaweedPorts: Codable, Sendable, Equatable {
+    public static let grpcOffset = 10_000
+    public var master: Int
+    public var volume: Int
+    public var filer: Int
+    public var admin: Int
+
+    /// The inner servers' HTTP ports (the S3 gateway's own is the component's port).
+    public var httpPorts: [Int] { [master, volume, filer, admin] }
+
+    /// The inner servers' HTTP ports and their gRPC companions; the S3 gateway's gRPC port is the stack's to add.
+    var all: [Int] { httpPorts + httpPorts.map { $0 + Self.grpcOffset } }
+
+    static func pick() throws -> SeaweedPorts {
+        SeaweedPorts(
+            master: try LoopbackPort.free(withCompanionAt: grpcOffset), volume: try LoopbackPort.free(withCompanionAt: grpcOffset),
+            filer: try LoopbackPort.free(withCompanionAt: grpcOffset), admin: try LoopbackPort.free(withCompanionAt: grpcOffset)
+        )
+    }
 }
 
 /// Everything needed to find, control and tear down a native stack from any process: written to
@@ -31,9 +62,9 @@ public struct NativeStackState: Codable, Sendable {
 
     public func component(_ component: Component) -> NativeComponentState? { components[component.rawValue] }
 
-    /// Every port the stack's components listen on (NATS monitoring included).
+    /// Every port the stack's components listen on (NATS monitoring and SeaweedFS's inner servers included).
     public var ports: [Int] {
-        components.values.flatMap { [$0.port] + ($0.monitorPort.map { [$0] } ?? []) }
+        components.values.flatMap { info in info.ports + (info.seaweed != nil ? [info.port + SeaweedPorts.grpcOffset] : []) }
     }
 
     /// The recorded processes, running or not.
@@ -269,7 +300,9 @@ public actor NativeStack {
     public func teardown(removeData: Bool) async throws {
         for component in components.reversed() {
             if let process = state.component(component)?.process {
-                try await ChildProcess.terminate(process, signal: Self.stopSignal(component), gracePeriod: .seconds(5))
+                // SeaweedFS takes about 4 s to stop cleanly; when its data is deleted next there is nothing to keep.
+                let signal = removeData && component == .s3 ? SIGKILL : Self.stopSignal(component)
+                try await ChildProcess.terminate(process, signal: signal, gracePeriod: .seconds(5))
             }
             state.components[component.rawValue]?.process = nil
         }
@@ -292,12 +325,13 @@ public actor NativeStack {
         let dataDirectory = "\(directory)/\(component.rawValue)"
         try makeDirectories(dataDirectory)
         let info = NativeComponentState(
-            port: try LoopbackPort.free(),
+            port: component == .s3 ? try LoopbackPort.free(withCompanionAt: SeaweedPorts.grpcOffset) : try LoopbackPort.free(),
             monitorPort: component == .nats ? try LoopbackPort.free() : nil,
             dataDirectory: dataDirectory,
             logPath: "\(directory)/\(component.rawValue).log",
             process: nil,
-            isPaused: false
+            isPaused: false,
+            seaweed: component == .s3 ? try SeaweedPorts.pick() : nil
         )
         if component == .postgres {
             try await PostgresTemplate(toolchain: toolchain).copy(into: dataDirectory + "/data")
@@ -333,12 +367,25 @@ public actor NativeStack {
                 "-js", "-sd", info.dataDirectory, "-n", "prodready-\(id)",
             ])
         case .s3:
-            var environment = currentEnvironment()
-            // moto keeps objects in memory; recording every request to the data directory and replaying it on
-            // start is what lets the embedded S3 keep its data across stop, kill and restart.
-            environment["MOTO_ENABLE_RECORDING"] = "true"
-            environment["MOTO_RECORDER_FILEPATH"] = info.dataDirectory + "/requests.jsonl"
-            return Launch(executable: try toolchain.motoServer(), arguments: ["-H", "127.0.0.1", "-p", String(info.port)], environment: environment)
+            guard let inner = info.seaweed else { throw ProdReadyError(.corruptState, "the s3 component of stack \(id) has no SeaweedFS ports recorded") }
+            // The identity makes the server check every request's signature: an unknown key or a wrong secret
+            // is refused, as by a real deployment. Written on every launch so a changed key takes effect.
+            let identities = info.dataDirectory + "/s3-identities.json"
+            try writeTextFile(identities, Self.seaweedIdentities())
+            chmod(identities, 0o600)
+            let grpc = SeaweedPorts.grpcOffset
+            return Launch(executable: try toolchain.seaweed(), arguments: [
+                "mini", "-dir=\(info.dataDirectory)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.port=\(inner.master)", "-master.port.grpc=\(inner.master + grpc)",
+                "-volume.port=\(inner.volume)", "-volume.port.grpc=\(inner.volume + grpc)",
+                "-filer.port=\(inner.filer)", "-filer.port.grpc=\(inner.filer + grpc)",
+                "-s3.port=\(info.port)", "-s3.port.grpc=\(info.port + grpc)",
+                "-admin.port=\(inner.admin)", "-admin.port.grpc=\(inner.admin + grpc)",
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+                // As AWS answers: deleting a bucket that still holds objects is refused (BucketNotEmpty), and a PUT
+                // into a bucket that does not exist is NoSuchBucket rather than a bucket created on the fly.
+                "-s3.allowDeleteBucketNotEmpty=false", "-s3.autoCreateBucket=false", "-s3.config=\(identities)",
+            ], environment: nil)
         case .kafka:
             guard let s3 = state.component(.s3) else { throw ProdReadyError(.notRunning, "kafka needs s3 in the same stack") }
             var environment = currentEnvironment()
@@ -367,10 +414,6 @@ public actor NativeStack {
                 throw ProdReadyError(.processFailed, "\(component) exited while starting; last log lines:\n\(logTail(logPath))")
             }
             if LoopbackPort.isAccepting(port) {
-                if component == .s3 {
-                    // The S3 probe must not run before the recording is replayed; a plain HTTP answer is enough here.
-                    return
-                }
                 do {
                     _ = try await HealthProbe.roundTrip(component, endpoints: endpoints, timeout: .seconds(5))
                     return
@@ -385,17 +428,20 @@ public actor NativeStack {
 
     private func afterStart(_ component: Component, info: NativeComponentState) async throws {
         guard component == .s3 else { return }
-        let recording = info.dataDirectory + "/requests.jsonl"
-        if let text = readTextFile(recording), !text.isEmpty {
-            try await MotoRecorder.replay(port: info.port)
-        }
         let endpoints = endpoints
         // The broker keeps its log in this bucket; it must exist before the broker starts.
         let client = S3Client(configuration: try S3Configuration(
             endpoint: endpoints.s3!.url, accessKey: Self.s3AccessKey, secretKey: Self.s3SecretKey, region: Self.s3Region
         ))
         try await client.createBucket(Self.brokerBucket)
-        _ = try await HealthProbe.roundTrip(.s3, endpoints: endpoints)
+    }
+
+    /// SeaweedFS's S3 identity file: the stack's one account, allowed everything.
+    static func seaweedIdentities() -> String {
+        """
+        {"identities": [{"name": "prodready", "credentials": [{"accessKey": "\(s3AccessKey)", "secretKey": "\(s3SecretKey)"}],
+          "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}
+        """
     }
 
     /// After a SIGKILL the postmaster's lock file stays behind, and until the parent reaps it the dead

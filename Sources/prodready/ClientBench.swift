@@ -18,7 +18,7 @@ struct ClientBench: AsyncParsableCommand {
         Kafka: idempotent produce of 200-byte messages (target >= 200,000 msg/s) and consume from the start of \
         the topic (target >= 300,000 msg/s). JetStream: async windowed publish with acks and pull-consume with acks, file storage (targets >= 20,000 \
         msg/s each). Redis: pipelined SET/GET on one connection (target >= 100,000 ops/s). \
-        S3: PUT of small objects with several in flight (no target: the Python S3 server is the ceiling).
+        S3: PUT of small objects with several in flight (reported, no target).
         """
     )
 

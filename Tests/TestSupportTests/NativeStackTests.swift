@@ -1,4 +1,5 @@
 import Testing
+import Foundation
 import ProdReadyCore
 import ProdReadyInfra
 import TestSupport
@@ -66,7 +67,7 @@ struct NativeStackTests {
             try await stack.ensure([.kafka])
             _ = try await HealthProbe.roundTrip(.kafka, endpoints: await stack.endpoints, timeout: .seconds(5))
             try await first.value
-            // moto takes about a second to import before it listens; asking after that would test nothing.
+            // SeaweedFS takes most of a second before its S3 gateway listens; asking after that would test nothing.
             #expect(!answeredBeforeAsking, "S3 already answered when the second caller asked; the race was not exercised")
         }
     }
@@ -109,6 +110,39 @@ struct NativeStackTests {
             let error = await #expect(throws: ProdReadyError.self) { try await stack.start(.redis) }
             #expect(error?.code == .portInUse)
             #expect(error?.message.contains(String(port)) == true)
+        }
+    }
+}
+
+@Suite("Embedded S3 server (SeaweedFS)", .requiresEmbedded(.s3))
+struct SeaweedPortTests {
+    @Test("three private S3 servers side by side listen only on ports their stacks chose, and no two share one")
+    func privateStacksNeverCollide() async throws {
+        try await withPrivateStack([.s3], label: "ports-a") { a in
+            try await withPrivateStack([.s3], label: "ports-b") { b in
+                try await withPrivateStack([.s3], label: "ports-c") { c in
+                    var seen: [Int: String] = [:]
+                    for (label, stack) in [("a", a), ("b", b), ("c", c)] {
+                        let snapshot = await stack.snapshot
+                        let recorded = Set(snapshot.ports)
+                        #expect(recorded.count == 10, "stack \(label) records \(recorded.sorted()): 5 HTTP ports and their gRPC companions")
+                        let pid = try #require(snapshot.component(.s3)?.process?.pid)
+                        // The inner servers bind over the second after the S3 gateway answers: wait for all of them, and
+                        // fail at once on any port the stack did not choose.
+                        let listening = try await eventually("stack \(label)'s SeaweedFS to listen on all \(recorded.count) recorded ports", timeout: .seconds(20)) {
+                            let now = LoopbackPort.listeningPorts(ofProcess: pid)
+                            let unexpected = now.subtracting(recorded)
+                            if !unexpected.isEmpty { throw ProdReadyError(.protocolError, "stack \(label): SeaweedFS listens on \(unexpected.sorted()), ports its stack did not choose") }
+                            return now == recorded ? .done(now) : .pending("listening on \(now.sorted()) of \(recorded.sorted()) (S3 \(snapshot.component(.s3)?.port ?? 0), \(String(describing: snapshot.component(.s3)?.seaweed)))")
+                        }
+                        for port in listening {
+                            #expect(seen[port] == nil, "port \(port) is used by stacks \(seen[port] ?? "") and \(label)")
+                            seen[port] = label
+                        }
+                        _ = try await HealthProbe.roundTrip(.s3, endpoints: await stack.endpoints)
+                    }
+                }
+            }
         }
     }
 }
