@@ -82,6 +82,9 @@ public actor NativeStack {
     private let toolchain: Toolchain
     private var state: NativeStackState
     private var starting: [Component: Task<Void, any Error>] = [:]
+    /// How long each component's last start took, from its launch to its first answered round trip (waiting for
+    /// a dependency excluded): the per-component figures of `prodready bench stack`.
+    public private(set) var startDurations: [Component: Duration] = [:]
 
     public static let postgresUser = "prodready"
     public static let postgresPassword = "prodready"
@@ -246,6 +249,7 @@ public actor NativeStack {
             try? persist()
             throw error
         }
+        startDurations[component] = clock.now - began
         progress?("\(component) ready on 127.0.0.1:\(info.port) in \(Int((clock.now - began).milliseconds)) ms")
     }
 
