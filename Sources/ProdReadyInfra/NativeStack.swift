@@ -18,9 +18,9 @@ public struct NativeComponentState: Codable, Sendable {
     /// The embedded S3 server's other servers (nil for every other component).
     public var seaweed: SeaweedPorts?
 
-    /// Every port this component listens on.
+    /// Every port this component listens on (for S3: the gateway's HTTP and gRPC ports and the inner servers').
     public var ports: [Int] {
-        [port] + (monitorPort.map { [$0] } ?? []) + (seaweed?.all ?? [])
+        [port] + (monitorPort.map { [$0] } ?? []) + (seaweed.map { $0.all + [port + SeaweedPorts.grpcOffset] } ?? [])
     }
 }
 
@@ -37,7 +37,7 @@ public struct SeaweedPorts: Codable, Sendable, Equatable {
     /// The inner servers' HTTP ports (the S3 gateway's own is the component's port).
     public var httpPorts: [Int] { [master, volume, filer, admin] }
 
-    /// The inner servers' HTTP ports and their gRPC companions; the S3 gateway's gRPC port is the stack's to add.
+    /// The inner servers' HTTP ports and their gRPC companions.
     var all: [Int] { httpPorts + httpPorts.map { $0 + Self.grpcOffset } }
 
     static func pick() throws -> SeaweedPorts {
@@ -64,7 +64,7 @@ public struct NativeStackState: Codable, Sendable {
 
     /// Every port the stack's components listen on (NATS monitoring and SeaweedFS's inner servers included).
     public var ports: [Int] {
-        components.values.flatMap { info in info.ports + (info.seaweed != nil ? [info.port + SeaweedPorts.grpcOffset] : []) }
+        components.values.flatMap(\.ports)
     }
 
     /// The recorded processes, running or not.
@@ -371,7 +371,7 @@ public actor NativeStack {
                 "-js", "-sd", info.dataDirectory, "-n", "prodready-\(id)",
             ])
         case .s3:
-            guard let inner = info.seaweed else { throw ProdReadyError(.corruptState, "the s3 component of stack \(id) has no SeaweedFS ports recorded") }
+            guard let inner = info.seaweed else { throw ProdReadyError(.corruptState, "the s3 component of stack \(id) has no SeaweedFS ports recorded (a stack from before SeaweedFS?); remove it with `prodready down`") }
             // The identity makes the server check every request's signature: an unknown key or a wrong secret
             // is refused, as by a real deployment. Written on every launch so a changed key takes effect.
             let identities = info.dataDirectory + "/s3-identities.json"
