@@ -40,6 +40,16 @@ public struct SeaweedPorts: Codable, Sendable, Equatable {
     /// The inner servers' HTTP ports and their gRPC companions.
     var all: [Int] { httpPorts + httpPorts.map { $0 + Self.grpcOffset } }
 
+    /// The Unix sockets SeaweedFS binds in /tmp, named by gRPC port (and the filer's and gateway's by HTTP port).
+    public func socketPaths(s3Port: Int) -> [String] {
+        let grpc = Self.grpcOffset
+        return [
+            "/tmp/seaweedfs-master-grpc-\(master + grpc).sock", "/tmp/seaweedfs-volume-grpc-\(volume + grpc).sock",
+            "/tmp/seaweedfs-filer-grpc-\(filer + grpc).sock", "/tmp/seaweedfs-s3-grpc-\(s3Port + grpc).sock",
+            "/tmp/seaweedfs-admin-grpc-\(admin + grpc).sock", "/tmp/seaweedfs-filer-\(filer).sock", "/tmp/seaweedfs-s3-\(s3Port).sock",
+        ]
+    }
+
     static func pick() throws -> SeaweedPorts {
         SeaweedPorts(
             master: try LoopbackPort.free(withCompanionAt: grpcOffset), volume: try LoopbackPort.free(withCompanionAt: grpcOffset),
@@ -311,6 +321,7 @@ public actor NativeStack {
             state.components[component.rawValue]?.process = nil
         }
         OwnedStacks.shared.unregister(directory)
+        StackOutsideFiles.removeAll(stackDirectory: directory)
         if removeData {
             // Tens of megabytes of files: deleted off the cooperative pool.
             try await fileExecutor.run { [directory] in try removeTree(directory) }
@@ -378,6 +389,11 @@ public actor NativeStack {
             try writeTextFile(identities, Self.seaweedIdentities())
             chmod(identities, 0o600)
             let grpc = SeaweedPorts.grpcOffset
+            // Its logs go to TMPDIR; its Unix sockets go to fixed paths in /tmp, recorded for removal with the stack.
+            try makeDirectories(info.dataDirectory + "/tmp")
+            var environment = currentEnvironment()
+            environment["TMPDIR"] = info.dataDirectory + "/tmp"
+            try StackOutsideFiles.record(inner.socketPaths(s3Port: info.port), stackDirectory: directory)
             return Launch(executable: try toolchain.seaweed(), arguments: [
                 "mini", "-dir=\(info.dataDirectory)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 "-master.port=\(inner.master)", "-master.port.grpc=\(inner.master + grpc)",
@@ -389,7 +405,7 @@ public actor NativeStack {
                 // As AWS answers: deleting a bucket that still holds objects is refused (BucketNotEmpty), and a PUT
                 // into a bucket that does not exist is NoSuchBucket rather than a bucket created on the fly.
                 "-s3.allowDeleteBucketNotEmpty=false", "-s3.autoCreateBucket=false", "-s3.config=\(identities)",
-            ], environment: nil)
+            ], environment: environment)
         case .kafka:
             guard let s3 = state.component(.s3) else { throw ProdReadyError(.notRunning, "kafka needs s3 in the same stack") }
             var environment = currentEnvironment()

@@ -7,8 +7,8 @@ import Glibc
 
 /// Guarantees no orphans: a tiny shell process, in its own session, that waits for the owning process to
 /// disappear (however it ends, SIGKILL included), then kills every process group listed in the stack's
-/// `pgids` file and removes the stack directory. An owner that tears down cleanly removes the directory first
-/// and the watchdog simply exits.
+/// `pgids` file, removes the sockets listed in its `outside` file (see `StackOutsideFiles`) and the stack directory. An
+/// owner that tears down cleanly removes the directory first and the watchdog simply exits.
 enum StackWatchdog {
     static let script = #"""
     owner="$1"; owner_start="$2"; dir="$3"
@@ -19,6 +19,9 @@ enum StackWatchdog {
       while read -r group; do [ -n "$group" ] && kill -KILL -- "-$group" 2>/dev/null; done < "$dir/pgids"
     fi
     sleep 0.3
+    if [ -f "$dir/outside" ]; then
+      while read -r path; do [ -n "$path" ] && [ -S "$path" ] && rm -f "$path"; done < "$dir/outside"
+    fi
     rm -rf "$dir"
     """#
 
@@ -69,6 +72,32 @@ final class OwnedStacks: @unchecked Sendable {
         // Give the kernel a moment to release ports before the directory (and with it the watchdog's reason
         // to wait) disappears.
         usleep(100_000)
-        for directory in all { try? removeTree(directory) }
+        for directory in all {
+            StackOutsideFiles.removeAll(stackDirectory: directory)
+            try? removeTree(directory)
+        }
+    }
+}
+
+/// Files a stack's servers create outside the stack directory, listed in `<stack>/outside` so that whoever
+/// removes the stack (teardown, the watchdog, the exit handler) removes them too.
+///
+/// SeaweedFS binds its gRPC Unix sockets (and two more) at fixed paths in /tmp named by port, which no flag
+/// moves; a SIGKILLed server leaves them behind (988 after a day of tests before they were cleaned up). Only
+/// sockets are removed, so a listed path that became something else is left alone.
+enum StackOutsideFiles {
+    static func record(_ paths: [String], stackDirectory: String) throws {
+        let listPath = stackDirectory + "/outside"
+        let listed = (readTextFile(listPath) ?? "").split(separator: "\n").map(String.init)
+        let added = paths.filter { !listed.contains($0) }
+        guard !added.isEmpty else { return }
+        try writeTextFile(listPath, (listed + added).joined(separator: "\n") + "\n")
+    }
+
+    static func removeAll(stackDirectory: String) {
+        for path in (readTextFile(stackDirectory + "/outside") ?? "").split(separator: "\n") {
+            var info = stat()
+            if lstat(String(path), &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK { unlink(String(path)) }
+        }
     }
 }

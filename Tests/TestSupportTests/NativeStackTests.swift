@@ -116,8 +116,9 @@ struct NativeStackTests {
 
 @Suite("Embedded S3 server (SeaweedFS)", .requiresEmbedded(.s3))
 struct SeaweedPortTests {
-    @Test("three private S3 servers side by side listen only on ports their stacks chose, and no two share one")
+    @Test("three private S3 servers side by side listen only on ports their stacks chose, and no two share one; torn down, they leave no socket in /tmp")
     func privateStacksNeverCollide() async throws {
+        var sockets: [String] = []
         try await withPrivateStack([.s3], label: "ports-a") { a in
             try await withPrivateStack([.s3], label: "ports-b") { b in
                 try await withPrivateStack([.s3], label: "ports-c") { c in
@@ -140,9 +141,15 @@ struct SeaweedPortTests {
                             seen[port] = label
                         }
                         _ = try await HealthProbe.roundTrip(.s3, endpoints: await stack.endpoints)
+                        let s3 = try #require(snapshot.component(.s3))
+                        sockets += try #require(s3.seaweed).socketPaths(s3Port: s3.port)
                     }
+                    let bound = sockets.filter { FileManager.default.fileExists(atPath: $0) }
+                    #expect(bound.count >= 15, "SeaweedFS's sockets are where the stack expects them: \(bound.count) of \(sockets.count) found")
                 }
             }
         }
+        let left = sockets.filter { FileManager.default.fileExists(atPath: $0) }
+        #expect(left.isEmpty, "sockets left in /tmp after teardown: \(left)")
     }
 }

@@ -51,12 +51,12 @@ struct StackLifecycleTests {
         #expect(!FileManager.default.fileExists(atPath: stack.directory))
     }
 
-    @Test("a stack's processes die with their owner, even when the owner is SIGKILLed", .requiresEmbedded(.postgres, .nats, .redis))
+    @Test("a stack's processes die with their owner, even when the owner is SIGKILLed, and the sockets SeaweedFS left in /tmp go too", .requiresEmbedded(.postgres, .nats, .redis, .s3))
     func noOrphansAfterOwnerIsKilled() async throws {
         let owner = try ServiceProcess(
             name: "hold",
             executable: try ServiceProcess.builtExecutable(named: "prodready"),
-            arguments: ["hold", "--components", "postgres,nats,redis", "--home", TestInfrastructure.shared.home],
+            arguments: ["hold", "--components", "postgres,nats,redis,s3", "--home", TestInfrastructure.shared.home],
             readiness: .logLine("holding ")
         )
         try await owner.start(timeout: .seconds(60))
@@ -66,17 +66,24 @@ struct StackLifecycleTests {
         let snapshot = await stack.snapshot
         let processes = snapshot.processes
         let ports = snapshot.ports
-        #expect(processes.count == 3)
+        #expect(processes.count == 4)
         #expect(processes.allSatisfy { $0.isAlive })
+        let s3 = try #require(snapshot.component(.s3))
+        let sockets = try #require(s3.seaweed).socketPaths(s3Port: s3.port)
+        try await eventually("SeaweedFS's gRPC sockets in /tmp", timeout: .seconds(20)) {
+            let missing = sockets.filter { !FileManager.default.fileExists(atPath: $0) }
+            return missing.count <= 2 ? .done(true) : .pending("not yet bound: \(missing)")
+        }
 
         try await owner.kill()
 
-        try await eventually("the held stack's processes to die after its owner was SIGKILLed", timeout: .seconds(10)) {
+        try await eventually("the held stack's processes, ports, directory and sockets to go after its owner was SIGKILLed", timeout: .seconds(10)) {
             let alive = processes.filter(\.isAlive)
             let listening = ports.filter(LoopbackPort.isListening)
             let directoryLeft = FileManager.default.fileExists(atPath: directory)
-            if alive.isEmpty && listening.isEmpty && !directoryLeft { return .done(true) }
-            return .pending("alive \(alive), listening \(listening), directory left: \(directoryLeft)")
+            let socketsLeft = sockets.filter { FileManager.default.fileExists(atPath: $0) }
+            if alive.isEmpty && listening.isEmpty && !directoryLeft && socketsLeft.isEmpty { return .done(true) }
+            return .pending("alive \(alive), listening \(listening), directory left: \(directoryLeft), sockets left: \(socketsLeft)")
         }
         try await owner.cleanUp()
     }
