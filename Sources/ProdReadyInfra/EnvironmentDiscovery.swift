@@ -1,15 +1,9 @@
 public import ProdReadyCore
 
-/// A setting the environment got wrong, and the components it stops: a component's own variables concern that
-/// component alone; a provider that cannot be read concerns every component.
+/// A variable of one component that the environment set but got wrong: it concerns that component alone.
 public struct ConfigurationProblem: Sendable, Equatable {
-    /// The components this problem keeps from running; `Component.allCases` for the provider.
-    public var components: [Component]
+    public var component: Component
     public var error: ProdReadyError
-
-    public func concerns(_ wanted: [Component]) -> Bool {
-        wanted.contains(where: components.contains)
-    }
 }
 
 /// What the environment says about where infrastructure is and how strict to be.
@@ -26,26 +20,26 @@ public struct InfrastructureSettings: Sendable {
     public var isStrict: Bool
     /// Destructive tests may stop or kill components of a stack this process did not start.
     public var allowsDestructive: Bool
-    /// Every variable that was set but cannot be used, in the order the variables are read.
+    /// Every component variable that was set but cannot be used, in the order the variables are read.
     public var problems: [ConfigurationProblem]
+    /// An unreadable `PRODREADY_INFRA`: it concerns every component (the provider then counts as `auto`).
+    public var providerError: ProdReadyError?
 
     public init(reading environment: [String: String]) {
         isStrict = Self.isTrue(environment[EnvironmentVariable.continuousIntegration]) || Self.isTrue(environment[EnvironmentVariable.requireInfrastructure])
         allowsDestructive = Self.isTrue(environment[EnvironmentVariable.allowDestructive])
         var problems: [ConfigurationProblem] = []
         func problem(_ component: Component, _ message: String) {
-            problems.append(ConfigurationProblem(components: [component], error: ProdReadyError(.configuration, message)))
+            problems.append(ConfigurationProblem(component: component, error: ProdReadyError(.configuration, message)))
         }
 
         let providerText = environment[EnvironmentVariable.provider]?.lowercased() ?? "auto"
         if let provider = ProviderKind(rawValue: providerText.isEmpty ? "auto" : providerText) {
             self.provider = provider
+            providerError = nil
         } else {
             self.provider = .auto
-            problems.append(ConfigurationProblem(
-                components: Component.allCases,
-                error: ProdReadyError(.configuration, "\(EnvironmentVariable.provider)='\(providerText)' is not one of \(ProviderKind.allCases.map(\.rawValue).joined(separator: "|"))")
-            ))
+            providerError = ProdReadyError(.configuration, "\(EnvironmentVariable.provider)='\(providerText)' is not one of \(ProviderKind.allCases.map(\.rawValue).joined(separator: "|"))")
         }
 
         var endpoints = StackEndpoints()
@@ -95,12 +89,12 @@ public struct InfrastructureSettings: Sendable {
     /// The settings, or the first problem in them: for callers that need the whole environment right.
     public init(environment: [String: String]) throws {
         self.init(reading: environment)
-        if let first = problems.first { throw first.error }
+        if let error = providerError ?? problems.first?.error { throw error }
     }
 
-    /// The first problem that keeps any of `components` from running, or nil.
+    /// The provider's problem, else the first problem of one of `components`, or nil.
     public func configurationError(for components: [Component]) -> ProdReadyError? {
-        problems.first { $0.concerns(components) }?.error
+        providerError ?? problems.first { components.contains($0.component) }?.error
     }
 
     static func isTrue(_ value: String?) -> Bool {

@@ -33,8 +33,7 @@ struct CommonOptions: ParsableArguments {
     /// only a bad provider is an error; an external deployment needs every variable that is set to be right.
     func settings() throws -> InfrastructureSettings {
         let settings = InfrastructureSettings(reading: ProcessInfo.processInfo.environment)
-        let relevant = settings.provider == .external ? settings.problems : settings.problems.filter { $0.components.count == Component.allCases.count }
-        if let first = relevant.first { throw first.error }
+        if let error = settings.providerError ?? (settings.provider == .external ? settings.problems.first?.error : nil) { throw error }
         return settings
     }
 }

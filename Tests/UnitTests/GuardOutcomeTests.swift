@@ -61,15 +61,16 @@ struct GuardOutcomeTests {
         #expect(reason.contains(example.kind.rawValue) && reason.contains(example.mentions), "failure reason: \(reason)")
     }
 
-    @Test("in strict mode the guard records the failure and the test's body never runs")
-    func strictGuardRecordsAnIssue() async throws {
-        let infrastructure = TestInfrastructure(environment: [
-            "CI": "true", "PRODREADY_INFRA": "external", "MINIO_ENDPOINT_URL": "http://127.0.0.1:\(Self.closedPort)",
-        ])
-        let trait = InfrastructureTrait(requirement: InfrastructureRequirement(components: [.s3]), infrastructure: infrastructure)
+    @Test(
+        "in strict mode the guard records the failure and the test's body never runs: a missing component, an incomplete S3 configuration",
+        arguments: [(Component.postgres, [String: String]()), (Component.s3, ["MINIO_ENDPOINT_URL": "http://127.0.0.1:\(Self.closedPort)"])]
+    )
+    func strictGuardRecordsAnIssue(component: Component, variables: [String: String]) async throws {
+        let infrastructure = TestInfrastructure(environment: variables.merging(["CI": "true", "PRODREADY_INFRA": "external"]) { $1 })
+        let trait = InfrastructureTrait(requirement: InfrastructureRequirement(components: [component]), infrastructure: infrastructure)
         let ran = RanFlag()
         let test = try #require(Test.current)
-        await withKnownIssue("the guard must record a failure for an incomplete S3 configuration under CI=true") {
+        await withKnownIssue("the guard must record a failure in strict mode") {
             try await trait.provideScope(for: test, testCase: Test.Case.current) { await ran.set() }
         }
         #expect(await ran.value == false)
@@ -103,9 +104,11 @@ struct GuardOutcomeTests {
         #expect(settings.configurationError(for: [.postgres, .kafka, .nats]) == nil)
         #expect(settings.configurationError(for: [.redis])?.message.contains("REDIS_URL") == true)
         #expect(settings.configurationError(for: [.s3])?.message.contains("S3_ACCESS_KEY and S3_SECRET_KEY are not") == true)
-        #expect(settings.problems.map(\.components) == [[.redis], [.s3]])
+        #expect(settings.problems.map(\.component) == [.redis, .s3])
+        #expect(settings.providerError == nil)
         let unknownProvider = InfrastructureSettings(reading: ["PRODREADY_INFRA": "k8s", "PRODREADY_REQUIRE_INFRA": "1"])
         #expect(unknownProvider.isStrict)
+        #expect(unknownProvider.providerError?.code == .configuration)
         #expect(unknownProvider.configurationError(for: [.postgres])?.code == .configuration)
     }
 }
