@@ -43,7 +43,7 @@ private let asyncAckHandler: @convention(c) (OpaquePointer?, OpaquePointer?, Uns
 
 extension NATSConnection {
     /// Publishes `messages` with at most `window` unacknowledged at a time and waits (up to `timeout`) for every
-    /// acknowledgement. Returns each message's outcome in order: its ack, or why it may not be stored (a
+    /// acknowledgement. A publish that finds the window full waits for a free slot (up to `timeout` too). Returns each message's outcome in order: its ack, or why it may not be stored (a
     /// message still unacknowledged at the deadline is a retriable `timeout`; publishing it again with the same
     /// `messageID` cannot store it twice).
     public func publishAsync(_ messages: [JetStreamOutgoing], window: Int = 256, timeout: Duration = .seconds(10)) async throws -> [Result<JetStreamPublishAck, ProdReadyError>] {
@@ -62,6 +62,10 @@ extension NATSConnection {
             var options = jsOptions()
             jsOptions_Init(&options)
             options.PublishAsync.MaxPending = Int64(window)
+            // A full window is backpressure, not a failure: libnats waits only 200 ms for a free slot by default,
+            // and a busy server (a loaded CI machine) took longer, so publishes failed while their acks were on
+            // the way. A publish now waits for a slot as long as the whole call may take.
+            options.PublishAsync.StallWait = max(1, timeout.wholeMilliseconds)
             options.PublishAsync.AckHandler = asyncAckHandler
             options.PublishAsync.AckHandlerClosure = closure.toOpaque()
             var context: OpaquePointer?

@@ -178,6 +178,30 @@ struct NATSClientTests {
         }
     }
 
+    @Test("a full publish window is backpressure: while the server is paused for 1 s, windowed publishes wait for free slots and every message is acknowledged once resumed", .requiresEmbedded(.nats))
+    func windowStall() async throws {
+        try await withPrivateStack([.nats], label: "nats-stall") { stack in
+            let url = try #require(await stack.endpoints.natsURL)
+            let nats = try await NATSConnection(url: url)
+            try await nats.createOrUpdateStream(JetStreamStreamConfiguration(name: "STALL", subjects: ["stall.>"]))
+            let messages = (0..<500).map { JetStreamOutgoing(subject: "stall.m", payload: Array("m\($0)".utf8), messageID: "s\($0)") }
+            try await stack.pause(.nats)
+            let publishing = Task { try await nats.publishAsync(messages, window: 8, timeout: .seconds(20)) }
+            // The fault's hold time, not a wait for a condition: the 9th publish finds the window full for the
+            // whole second (libnats' own default gave up after 200 ms).
+            try await Task.sleep(for: .seconds(1))
+            try await stack.resume(.nats)
+            let outcomes = try await publishing.value
+            let failures = outcomes.enumerated().compactMap { index, outcome in
+                if case .failure(let error) = outcome { return "s\(index): \(error)" } else { return nil }
+            }
+            #expect(failures.isEmpty, "\(failures.count) of 500 publishes failed, first: \(failures.prefix(3))")
+            let sequences = outcomes.compactMap { try? $0.get().sequence }
+            let inPublishOrder = sequences == Array(1...500)
+            #expect(inPublishOrder, "one sequence per message, in publish order: got \(sequences.count) acks, first out of place at \(String(describing: zip(sequences, 1...).first { $0.0 != $0.1 }))")
+        }
+    }
+
     @Test("a stopped nats-server fails publishes and requests within a bounded time with retriable errors; the same connection recovers", .requiresEmbedded(.nats))
     func outage() async throws {
         try await withPrivateStack([.nats], label: "nats-outage") { stack in
