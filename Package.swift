@@ -83,6 +83,12 @@ let package = Package(
             dependencies: ["ProdReadyCore", .product(name: "Histogram", package: "hdrhistogram-swift")],
             swiftSettings: strictSwift
         ),
+        // Loss accounting (SPEC-services "Loss accounting"): what was acknowledged against what arrived. The CLI
+        // links it as well as TestSupport, so it must not depend on Swift Testing.
+        .target(
+            name: "ProdReadyVerification",
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "ProdReadyPostgres",
             dependencies: [
@@ -137,6 +143,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "ProdReadyInfra", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+                "ProdReadyVerification",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -151,6 +158,7 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability",
+                "ProdReadyVerification",
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
