@@ -37,6 +37,10 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.3.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.0"),
     ],
     targets: [
         // C libraries from Debian packages (installed by scripts/bootstrap).
@@ -117,6 +121,20 @@ let package = Package(
             dependencies: ["ProdReadyCore", "ProdReadyReliability", "ProdReadyRedis", "ProdReadyNATS", "ProdReadyKafka"],
             swiftSettings: strictSwift
         ),
+        // What every reference service shares (SPEC-services): the HTTP edge (request ids, JSON errors, 404/405/413),
+        // JWT roles, health and readiness, Prometheus metrics, the OpenAPI document, configuration errors, crash points.
+        .target(
+            name: "ProdReadyService",
+            dependencies: [
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "ProdReadyInfra",
             dependencies: [
@@ -132,7 +150,7 @@ let package = Package(
         .executableTarget(
             name: "prodready",
             dependencies: [
-                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance", "ProdReadyKafka",
+                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyService",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -158,7 +176,8 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability",
-                "ProdReadyVerification",
+                "ProdReadyVerification", "ProdReadyService",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -168,7 +187,7 @@ let package = Package(
         .testTarget(
             name: "TestSupportTests",
             dependencies: [
-                "TestSupport", "prodready", "ProdReadyCore", "ProdReadyInfra", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
+                "TestSupport", "prodready", "ProdReadyCore", "ProdReadyInfra", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3", "ProdReadyService",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

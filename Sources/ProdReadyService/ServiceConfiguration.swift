@@ -1,0 +1,68 @@
+import Foundation
+
+/// A setting a service cannot start with. Printed as one line naming the setting, the bad value (credentials
+/// redacted by the caller passing nil) and what is expected; the process exits non-zero and never starts
+/// half-configured.
+public struct ServiceConfigurationError: Error, CustomStringConvertible, Sendable {
+    public var setting: String
+    public var value: String?
+    public var expected: String
+
+    public init(setting: String, value: String?, expected: String) {
+        self.setting = setting
+        self.value = value
+        self.expected = expected
+    }
+
+    public var description: String {
+        if let value { return "\(setting)='\(value)' is invalid: expected \(expected)" }
+        return "\(setting) is invalid: expected \(expected)"
+    }
+}
+
+/// Several bad settings at once: every one is reported, one line each.
+public struct ServiceConfigurationErrors: Error, CustomStringConvertible, Sendable {
+    public var problems: [ServiceConfigurationError]
+    public init(_ problems: [ServiceConfigurationError]) { self.problems = problems }
+    public var description: String { problems.map(\.description).joined(separator: "\n") }
+}
+
+/// Crash points (SPEC-services "Chaos hooks"): `CHAOS_CRASH_POINT=<process>:<point>[,…]` makes a process exit
+/// with status 42 when it reaches that point, and only when `PRODREADY_CHAOS=1` is set as well.
+public struct CrashPoints: Sendable {
+    public static let exitStatus: Int32 = 42
+    public let process: String
+    public let armed: Set<String>
+
+    /// Reads the points armed for `process`. A point this process does not have is a configuration error, so a
+    /// typo cannot silently disable a chaos test. Points for other processes are ignored.
+    public init(process: String, known: Set<String>, environment: [String: String]? = nil) throws {
+        let environment = environment ?? ProcessInfo.processInfo.environment
+        self.process = process
+        guard environment["PRODREADY_CHAOS"] == "1", let raw = environment["CHAOS_CRASH_POINT"], !raw.isEmpty else {
+            armed = []
+            return
+        }
+        var points: Set<String> = []
+        for entry in raw.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            let pieces = entry.split(separator: ":", maxSplits: 1).map(String.init)
+            guard pieces.count == 2, !pieces[0].isEmpty, !pieces[1].isEmpty else {
+                throw ServiceConfigurationError(setting: "CHAOS_CRASH_POINT", value: raw, expected: "<process>:<point>[,<process>:<point>…]")
+            }
+            guard pieces[0] == process else { continue }
+            guard known.contains(pieces[1]) else {
+                throw ServiceConfigurationError(
+                    setting: "CHAOS_CRASH_POINT", value: raw, expected: "a point of \(process): \(known.sorted().joined(separator: ", "))")
+            }
+            points.insert(pieces[1])
+        }
+        armed = points
+    }
+
+    /// Exits the process with status 42 if `point` is armed; otherwise does nothing.
+    public func reach(_ point: String) {
+        guard armed.contains(point) else { return }
+        FileHandle.standardError.write(Data(("💥 \(process): crash point \(point) reached, exiting with status \(Self.exitStatus)\n").utf8))
+        exit(Self.exitStatus)
+    }
+}
