@@ -126,10 +126,29 @@ let package = Package(
         .target(
             name: "ProdReadyService",
             dependencies: [
+                "ProdReadyCore",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The OMS's wire contract: the event record in its S3 store and on Kafka, shared with every reader of it.
+        .target(
+            name: "OMSContract",
+            dependencies: ["ProdReadyCore", .product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: strictSwift
+        ),
+        // The OMS reference service (SPEC-oms): event store, publisher, workers, HTTP API.
+        .target(
+            name: "OMSService",
+            dependencies: [
+                "OMSContract", "ProdReadyService", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyS3",
+                "ProdReadyKafka", "ProdReadyRedis",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -176,7 +195,7 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability",
-                "ProdReadyVerification", "ProdReadyService",
+                "ProdReadyVerification", "ProdReadyService", "OMSContract",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -206,7 +225,7 @@ let package = Package(
         ),
         // The five production-readiness suites.
         // The OMS suite starts `prodready outbox relay` as a child process to kill it.
-        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready"], swiftSettings: strictSwift),
+        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready", "OMSContract", "OMSService"], swiftSettings: strictSwift),
         .testTarget(name: "MSAAuditFlowTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "DurabilityTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "JobPipelineTests", dependencies: suiteDependencies, swiftSettings: strictSwift),

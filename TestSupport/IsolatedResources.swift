@@ -20,7 +20,7 @@ public func uniqueName(_ prefix: String) -> String {
 
 /// Runs `body`, then `cleanUp` — also when `body` throws, in which case a cleanup failure is ignored so the
 /// test reports the original error.
-func runThenCleanUp<Result>(_ body: () async throws -> Result, cleanUp: () async throws -> Void) async throws -> Result {
+public func runThenCleanUp<Result>(_ body: () async throws -> Result, cleanUp: () async throws -> Void) async throws -> Result {
     let result: Result
     do {
         result = try await body()

@@ -1,0 +1,28 @@
+public import ProdReadyPostgres
+public import ProdReadyReliability
+
+/// The OMS's Postgres schema: the reliability tables (registry, allocator, outbox) followed by the OMS's own.
+/// One version sequence for both, because a schema has one migrations table; a reliability migration added
+/// later goes in before the OMS's, renumbering them (none is deployed outside this repository yet).
+public enum OMSSchema {
+    public static let migrations: [Migration] = ReliabilitySchema.migrations + omsMigrations(startingAt: ReliabilitySchema.migrations.count + 1)
+
+    static func omsMigrations(startingAt first: Int) -> [Migration] {
+        [
+            Migration(version: first, name: "oms publisher checkpoints") { s in
+                """
+                CREATE TABLE \(s).oms_publisher_checkpoints (
+                    database text PRIMARY KEY,
+                    last_sequence bigint NOT NULL CHECK (last_sequence >= 0),
+                    tombstones bigint NOT NULL DEFAULT 0,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                );
+                """
+            }
+        ]
+    }
+
+    public static func runner(schema: SQLIdentifier) throws -> MigrationRunner {
+        try MigrationRunner(schema: schema, migrations: migrations)
+    }
+}

@@ -1,0 +1,177 @@
+public import Logging
+public import OMSContract
+public import PostgresNIO
+import ProdReadyCore
+public import ProdReadyKafka
+public import ProdReadyPostgres
+public import ProdReadyService
+public import ServiceLifecycle
+
+/// Where the OMS's events go on Kafka. A prefix keeps a test's or a tenant's topics apart.
+public struct OMSTopics: Sendable, Equatable {
+    public var prefix: String
+    public init(prefix: String = "") { self.prefix = prefix }
+    public var commands: String { prefix + "instance_commands" }
+    public var events: String { prefix + "instance_events" }
+    public func topic(for kind: OMSEvent.Kind) -> String? {
+        switch kind {
+        case .command: commands
+        case .domain: events
+        case .tombstone: nil
+        }
+    }
+}
+
+/// Tails the event store into Kafka (SPEC-oms "Event store on S3"): per database, every sequence in order, none
+/// skipped. A sequence reserved but not yet visible is waited for; after `gapTimeout` it is closed with a
+/// tombstone so the tail moves on. The checkpoint moves only after Kafka acknowledged everything before it, so
+/// a crash republishes (at least once) and consumers deduplicate by event id.
+public actor OMSPublisher: Service {
+    public struct Settings: Sendable {
+        public var topics: OMSTopics
+        /// How long a reserved sequence may stay invisible before it is closed.
+        public var gapTimeout: Duration
+        /// The pause between rounds that found nothing to do.
+        public var idleInterval: Duration
+        /// The pause after a round that failed (a dependency down), before trying again.
+        public var retryInterval: Duration
+
+        public init(topics: OMSTopics, gapTimeout: Duration = .seconds(5), idleInterval: Duration = .milliseconds(20), retryInterval: Duration = .milliseconds(500)) {
+            self.topics = topics
+            self.gapTimeout = gapTimeout
+            self.idleInterval = idleInterval
+            self.retryInterval = retryInterval
+        }
+    }
+
+    /// What one round did, for tests and logs.
+    public struct Round: Sendable, Equatable {
+        public var published = 0
+        public var tombstonesPassed = 0
+        public var closed: [String] = []
+    }
+
+    let store: OMSEventStore
+    let postgres: PostgresClient
+    let schema: SQLIdentifier
+    let producer: KafkaProducer
+    let settings: Settings
+    let crashPoints: CrashPoints?
+    let logger: Logger
+    /// Per database: the sequence missing at the head of its tail, and since when.
+    private var gaps: [String: (sequence: Int64, since: ContinuousClock.Instant)] = [:]
+    private let clock = ContinuousClock()
+
+    public static let crashPointNames: Set<String> = ["after_publish"]
+
+    public init(store: OMSEventStore, postgres: PostgresClient, schema: SQLIdentifier, producer: KafkaProducer, settings: Settings, crashPoints: CrashPoints? = nil, logger: Logger) {
+        self.store = store
+        self.postgres = postgres
+        self.schema = schema
+        self.producer = producer
+        self.settings = settings
+        self.crashPoints = crashPoints
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                do {
+                    let round = try await self.publishRound()
+                    if round.published + round.tombstonesPassed == 0 { try await Task.sleep(for: self.settings.idleInterval) }
+                } catch is CancellationError {
+                    return
+                } catch {
+                    self.logger.warning("publish round failed; retrying", metadata: ["error": "\(error)"])
+                    try? await Task.sleep(for: self.settings.retryInterval)
+                }
+            }
+        }
+    }
+
+    /// One pass over every database with reserved sequences.
+    public func publishRound() async throws -> Round {
+        var round = Round()
+        let query: PostgresQuery = """
+            SELECT av.aggregate_id, av.last_sequence, coalesce(cp.last_sequence, 0)
+            FROM \(unescaped: schema.quoted).aggregate_versions av
+            LEFT JOIN \(unescaped: schema.quoted).oms_publisher_checkpoints cp ON cp.database = av.aggregate_id
+            WHERE av.handler = \(store.allocator.handler) AND av.last_sequence > coalesce(cp.last_sequence, 0)
+            """
+        let rows = try await queryRows(postgres, query, deadline: .seconds(10), doing: "reading the event logs' heads", logger: logger)
+        for row in rows {
+            let (database, head, checkpoint) = try row.decode((String, Int64, Int64).self)
+            try await publish(database: database, head: head, checkpoint: checkpoint, into: &round)
+        }
+        return round
+    }
+
+    private func publish(database: String, head: Int64, checkpoint: Int64, into round: inout Round) async throws {
+        var expected = checkpoint + 1
+        var ready: [String] = []
+        for key in try await store.keys(database: database, after: checkpoint) {
+            guard let sequence = OMSEventStore.sequence(ofKey: key), sequence >= expected else { continue }
+            guard sequence == expected else { break }
+            ready.append(key)
+            expected += 1
+        }
+        if !ready.isEmpty {
+            var events: [OMSEvent] = []
+            // At most 32 reads in flight: a page holds up to 1,000 keys.
+            for start in stride(from: 0, to: ready.count, by: 32) {
+                let chunk = Array(ready[start..<min(start + 32, ready.count)])
+                events += try await withThrowingTaskGroup(of: (Int, OMSEvent).self) { group in
+                    for (index, key) in chunk.enumerated() {
+                        group.addTask { [store] in (index, try await store.read(key: key)) }
+                    }
+                    var read = [OMSEvent?](repeating: nil, count: chunk.count)
+                    for try await (index, event) in group { read[index] = event }
+                    return read.compactMap { $0 }
+                }
+            }
+            let messages = events.compactMap { event -> KafkaOutgoing? in
+                guard let topic = settings.topics.topic(for: event.kind) else { return nil }
+                return KafkaOutgoing(topic: topic, key: Array(event.aggregateID.utf8), value: event.encoded(), headers: [KafkaHeader("event_id", event.eventID), KafkaHeader("event_type", event.eventType)])
+            }
+            for result in try await producer.send(batch: messages) {
+                _ = try result.get()  // any refusal: no checkpoint, the next round sends the batch again
+            }
+            crashPoints?.reach("after_publish")
+            let tombstones = events.count - messages.count
+            let upsert: PostgresQuery = """
+                INSERT INTO \(unescaped: schema.quoted).oms_publisher_checkpoints (database, last_sequence, tombstones)
+                VALUES (\(database), \(expected - 1), \(Int64(tombstones)))
+                ON CONFLICT (database) DO UPDATE SET last_sequence = greatest(oms_publisher_checkpoints.last_sequence, excluded.last_sequence),
+                    tombstones = oms_publisher_checkpoints.tombstones + excluded.tombstones, updated_at = now()
+                """
+            _ = try await queryRows(postgres, upsert, deadline: .seconds(10), doing: "storing the checkpoint of \(database)", logger: logger)
+            round.published += messages.count
+            round.tombstonesPassed += tombstones
+        }
+        // Everything visible is out; a reserved sequence at the head that is not visible is a gap.
+        guard expected <= head else {
+            gaps[database] = nil
+            return
+        }
+        let now = clock.now
+        if let gap = gaps[database], gap.sequence == expected {
+            guard now - gap.since >= settings.gapTimeout else { return }
+            let outcome = try await store.close(database: database, sequence: expected, reason: "reserved \(settings.gapTimeout) ago and never written")
+            if case .tombstoned(let key) = outcome {
+                logger.notice("closed an abandoned sequence", metadata: ["database": "\(database)", "sequence": "\(expected)", "key": "\(key)"])
+                round.closed.append(key)
+            }
+            gaps[database] = nil
+        } else {
+            gaps[database] = (expected, now)
+        }
+    }
+
+    /// The stored checkpoint of `database` (0 when nothing was published yet).
+    public func checkpoint(database: String) async throws -> Int64 {
+        let query: PostgresQuery = "SELECT last_sequence FROM \(unescaped: schema.quoted).oms_publisher_checkpoints WHERE database = \(database)"
+        let rows = try await queryRows(postgres, query, deadline: .seconds(10), doing: "reading the checkpoint of \(database)", logger: logger)
+        return try rows.first?.decode(Int64.self) ?? 0
+    }
+}

@@ -1,0 +1,2 @@
+// JSONValue and ProdReadyError are part of every service's vocabulary.
+@_exported public import ProdReadyCore
