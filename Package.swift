@@ -149,6 +149,8 @@ let package = Package(
                 "OMSContract", "ProdReadyService", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyS3",
                 "ProdReadyKafka", "ProdReadyRedis",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -169,8 +171,9 @@ let package = Package(
         .executableTarget(
             name: "prodready",
             dependencies: [
-                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyService",
+                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyService", "OMSService",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -180,8 +183,11 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "ProdReadyInfra", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
-                "ProdReadyVerification",
+                "ProdReadyVerification", "ProdReadyService",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -40,7 +40,14 @@ public actor ServiceProcess {
     /// How many times the process has been started.
     public private(set) var launches = 0
 
-    public init(name: String, executable: String, arguments: [String], environment: [String: String] = [:], dataDirectory: String? = nil, readiness: Readiness) throws {
+    /// Called with the pid (which leads its own process group) after every launch.
+    let onLaunch: (@Sendable (Int32) throws -> Void)?
+
+    public init(
+        name: String, executable: String, arguments: [String], environment: [String: String] = [:], dataDirectory: String? = nil, readiness: Readiness,
+        onLaunch: (@Sendable (Int32) throws -> Void)? = nil
+    ) throws {
+        self.onLaunch = onLaunch
         self.name = name
         self.executable = executable
         self.arguments = arguments
@@ -75,6 +82,7 @@ public actor ServiceProcess {
         let child = try ChildProcess(executable: executable, arguments: arguments, environment: fullEnvironment, logPath: logPath)
         process = child.identity
         launches += 1
+        try onLaunch?(child.identity.pid)
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while clock.now < deadline {

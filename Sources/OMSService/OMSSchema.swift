@@ -18,7 +18,42 @@ public enum OMSSchema {
                     updated_at timestamptz NOT NULL DEFAULT now()
                 );
                 """
-            }
+            },
+            Migration(version: first + 1, name: "oms write model") { s in
+                """
+                CREATE TABLE \(s).oms_database_owners (
+                    name text PRIMARY KEY,
+                    tenant text NOT NULL,
+                    created_at timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE TABLE \(s).oms_databases (
+                    name text PRIMARY KEY,
+                    description text NOT NULL,
+                    tenant text NOT NULL,
+                    seq bigint NOT NULL,
+                    deleted boolean NOT NULL DEFAULT false,
+                    updated_at timestamptz NOT NULL DEFAULT now()
+                );
+                CREATE TABLE \(s).oms_classes (
+                    database text NOT NULL,
+                    class_id text NOT NULL,
+                    label text NOT NULL,
+                    properties jsonb NOT NULL,
+                    seq bigint NOT NULL,
+                    PRIMARY KEY (database, class_id)
+                );
+                CREATE TABLE \(s).oms_instances (
+                    database text NOT NULL,
+                    class_id text NOT NULL,
+                    instance_id text NOT NULL,
+                    data jsonb NOT NULL,
+                    seq bigint NOT NULL,
+                    deleted boolean NOT NULL DEFAULT false,
+                    updated_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (database, class_id, instance_id)
+                );
+                """
+            },
         ]
     }
 

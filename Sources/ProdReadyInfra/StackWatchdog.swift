@@ -1,3 +1,4 @@
+import Foundation
 import ProdReadyCore
 import AsyncHTTPClient
 import NIOCore
@@ -99,5 +100,22 @@ enum StackOutsideFiles {
             var info = stat()
             if lstat(String(path), &info) == 0, (info.st_mode & S_IFMT) == S_IFSOCK { unlink(String(path)) }
         }
+    }
+}
+
+/// Orphan protection for process groups that are not part of a stack (service processes a test starts): a
+/// watchdog kills every group listed in `<directory>/pgids` and removes the directory once this process is gone,
+/// SIGKILL included. A clean teardown removes the directory itself and the watchdog exits.
+public enum OwnedProcessDirectory {
+    public static func watch(_ directory: String) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try StackWatchdog.watch(stackDirectory: directory, owner: ProcessIdentity(pid: getpid()), logPath: directory + "/watchdog.log")
+    }
+
+    /// Lists a process group for the watchdog to kill.
+    public static func adopt(processGroup: Int32, in directory: String) throws {
+        let path = directory + "/pgids"
+        let existing = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        try (existing + "\(processGroup)\n").write(toFile: path, atomically: true, encoding: .utf8)
     }
 }

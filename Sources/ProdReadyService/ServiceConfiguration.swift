@@ -66,3 +66,70 @@ public struct CrashPoints: Sendable {
         exit(Self.exitStatus)
     }
 }
+
+/// Resolves a process's settings: the command-line option, else its environment variable, else the default;
+/// every bad value is collected so that one start reports all of them, one line each.
+public final class SettingsReader {
+    public let environment: [String: String]
+    public private(set) var problems: [ServiceConfigurationError] = []
+
+    public init(environment: [String: String]? = nil) {
+        self.environment = environment ?? ProcessInfo.processInfo.environment
+    }
+
+    /// A text setting; `secret` keeps its value out of any message.
+    public func text(_ option: String?, flag: String? = nil, env: String, default fallback: String? = nil, secret: Bool = false, expected: String, valid: (String) -> Bool = { !$0.isEmpty }) -> String {
+        let (value, source) = raw(option, flag: flag, env: env)
+        guard let value else {
+            if let fallback { return fallback }
+            problems.append(ServiceConfigurationError(setting: env, value: nil, expected: "\(expected) (not set; \(flag ?? "--" + Self.optionName(env)) or \(env))"))
+            return ""
+        }
+        guard valid(value) else {
+            problems.append(ServiceConfigurationError(setting: source, value: secret ? "<redacted>" : value, expected: expected))
+            return ""
+        }
+        return value
+    }
+
+    /// A whole number in `range`.
+    public func integer(_ option: String?, flag: String? = nil, env: String, default fallback: Int, range: ClosedRange<Int>, expected: String) -> Int {
+        let (value, source) = raw(option, flag: flag, env: env)
+        guard let value else { return fallback }
+        guard let number = Int(value), range.contains(number) else {
+            problems.append(ServiceConfigurationError(setting: source, value: value, expected: "\(expected), \(range.lowerBound) to \(range.upperBound)"))
+            return fallback
+        }
+        return number
+    }
+
+    /// A duration in seconds (fractions allowed) in `range`.
+    public func seconds(_ option: String?, flag: String? = nil, env: String, default fallback: Double, range: ClosedRange<Double>) -> Duration {
+        let (value, source) = raw(option, flag: flag, env: env)
+        guard let value else { return .milliseconds(Int64(fallback * 1000)) }
+        guard let number = Double(value), range.contains(number) else {
+            problems.append(ServiceConfigurationError(setting: source, value: value, expected: "seconds from \(range.lowerBound) to \(range.upperBound)"))
+            return .milliseconds(Int64(fallback * 1000))
+        }
+        return .milliseconds(Int64(number * 1000))
+    }
+
+    /// Records a problem found by a check that spans settings.
+    public func problem(_ setting: String, value: String?, expected: String) {
+        problems.append(ServiceConfigurationError(setting: setting, value: value, expected: expected))
+    }
+
+    /// Throws every problem found, if any.
+    public func finish() throws(ServiceConfigurationErrors) {
+        if !problems.isEmpty { throw ServiceConfigurationErrors(problems) }
+    }
+
+    private func raw(_ option: String?, flag: String?, env: String) -> (String?, String) {
+        if let option { return (option, flag ?? "--\(Self.optionName(env))") }
+        if let value = environment[env], !value.isEmpty { return (value, env) }
+        return (nil, env)
+    }
+
+    /// `OMS_TOPIC_PREFIX` → `topic-prefix` style names are the caller's; this only lower-cases and dashes.
+    static func optionName(_ env: String) -> String { env.lowercased().replacingOccurrences(of: "_", with: "-") }
+}

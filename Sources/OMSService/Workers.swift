@@ -1,0 +1,243 @@
+public import Logging
+public import OMSContract
+import ProdReadyCore
+public import ProdReadyKafka
+public import ProdReadyReliability
+public import ProdReadyService
+public import ServiceLifecycle
+
+/// What both workers share: read a topic as a consumer group, handle each message until it is handled (a
+/// dependency that is down is retried, a message is never skipped), then commit its offset.
+public struct OMSWorkerSettings: Sendable {
+    public var topics: OMSTopics
+    /// The consumer group; deployments sharing a broker use groups of their own.
+    public var groupID: String
+    /// How long a claim stays exclusive without a heartbeat, and how often the heartbeat renews it.
+    public var lease: Duration
+    public var heartbeat: Duration
+    /// The pause before handling a message again after a dependency failed.
+    public var retryInterval: Duration
+    /// The readiness condition a worker satisfies once its group gave it partitions.
+    public static let joinedCondition = "consumer joined"
+    /// The readiness condition the process satisfies once migrations ran and topics exist.
+    public static let preparedCondition = "migrations"
+    /// Set to make `/health/ready` wait for the group join.
+    public var readiness: Readiness?
+
+    public init(topics: OMSTopics, groupID: String, lease: Duration = .seconds(5), heartbeat: Duration = .seconds(1), retryInterval: Duration = .milliseconds(500)) {
+        self.topics = topics
+        self.groupID = groupID
+        self.lease = lease
+        self.heartbeat = heartbeat
+        self.retryInterval = retryInterval
+    }
+}
+
+/// A message the worker could not read at all: logged with its offset and counted, and its offset committed so
+/// the partition keeps moving (the event store still has the original).
+public struct UndecodableMessage: Error, CustomStringConvertible {
+    public var topic: String
+    public var offset: Int64
+    public var reason: String
+    public var description: String { "undecodable message at \(topic)@\(offset): \(reason)" }
+}
+
+protocol OMSEventHandling: Sendable {
+    var logger: Logger { get }
+    var settings: OMSWorkerSettings { get }
+    /// Handles one event; a thrown error means "try again later".
+    func handle(_ event: OMSEvent) async throws
+}
+
+extension OMSEventHandling {
+    func consume(_ consumer: KafkaConsumer, topic: String, joined: Readiness?) async throws {
+        // The topics are created with the migrations; a consumer subscribed before its topic exists would not
+        // see it until librdkafka's next metadata refresh, minutes later.
+        while let joined, joined.waitingFor.contains(OMSWorkerSettings.preparedCondition) {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        try await consumer.subscribe(topics: [topic])
+        var announced = false
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            if !announced, let joined, (try? await consumer.assignment().isEmpty) == false {
+                joined.satisfy(OMSWorkerSettings.joinedCondition)
+                announced = true
+            }
+            let messages: [KafkaMessage]
+            do {
+                messages = try await consumer.poll(upTo: 100, timeout: .milliseconds(200))
+            } catch {
+                logger.warning("poll failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: settings.retryInterval)
+                continue
+            }
+            for message in messages {
+                let event: OMSEvent
+                do {
+                    event = try OMSEvent.decode(message.value)
+                } catch {
+                    logger.error("skipping an undecodable message", metadata: ["topic": "\(message.topic)", "offset": "\(message.offset)", "error": "\(error)"])
+                    try await commit(message, consumer)
+                    continue
+                }
+                // Until handled: a stopped dependency is waited out, never skipped. Shutdown stops between tries;
+                // the uncommitted message is delivered again to whoever reads next.
+                while true {
+                    do {
+                        try await handle(event)
+                        break
+                    } catch is CancellationError {
+                        return
+                    } catch {
+                        logger.warning("handling failed; retrying", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
+                        if Task.isShuttingDownGracefully { return }
+                        try await Task.sleep(for: settings.retryInterval)
+                    }
+                }
+                try await commit(message, consumer)
+            }
+        }
+    }
+
+    private func commit(_ message: KafkaMessage, _ consumer: KafkaConsumer) async throws {
+        while true {
+            do {
+                try await consumer.commit(message)
+                return
+            } catch {
+                // The broker is down: the commit waits for it (a redelivery would only be absorbed anyway).
+                logger.warning("offset commit failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: settings.retryInterval)
+            }
+        }
+    }
+}
+
+/// `oms-instance-worker`: applies commands to the write model and appends the resulting domain event.
+public struct OMSInstanceWorker: Service, OMSEventHandling {
+    public static let handlerName = "oms-instance-worker"
+    public static let crashPointNames: Set<String> = ["after_claim", "after_apply"]
+    let consumer: KafkaConsumer
+    let registry: ProcessedEventRegistry
+    let writeModel: OMSWriteModel
+    let store: OMSEventStore
+    let readStore: OMSReadStore
+    let settings: OMSWorkerSettings
+    let crashPoints: CrashPoints?
+    let logger: Logger
+
+    public init(consumer: KafkaConsumer, registry: ProcessedEventRegistry, writeModel: OMSWriteModel, store: OMSEventStore, readStore: OMSReadStore, settings: OMSWorkerSettings, crashPoints: CrashPoints?, logger: Logger) {
+        self.consumer = consumer
+        self.registry = registry
+        self.writeModel = writeModel
+        self.store = store
+        self.readStore = readStore
+        self.settings = settings
+        self.crashPoints = crashPoints
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown { try await consume(consumer, topic: settings.topics.commands, joined: settings.readiness) }
+        try? await consumer.close()
+    }
+
+    func handle(_ command: OMSEvent) async throws {
+        guard command.kind == .command, let type = OMSCommandType(rawValue: command.eventType) else { return }
+        let handler = Self.handlerName
+        switch try await registry.claim(handler: handler, eventID: command.eventID, aggregateID: command.aggregateID, sequence: command.aggregateSequence) {
+        case .duplicateDone:
+            return
+        case .stale:
+            await recordStatus(command, .failed, error: "skipped_stale: a newer version of \(command.aggregateID) was applied before this command (version \(command.aggregateSequence))")
+            return
+        case .inProgress:
+            // Another worker's lease is live: it finishes, or its lease lapses and the next try takes over.
+            throw ProdReadyError(.timeout, "\(command.eventID) is being handled by another worker", retriable: true)
+        case .claimed:
+            await recordStatus(command, .processing)
+            crashPoints?.reach("after_claim")
+            do {
+                try await registry.withHeartbeat(handler: handler, eventID: command.eventID, every: settings.heartbeat) { [writeModel, store, crashPoints] in
+                    let result = try await writeModel.apply(command)
+                    crashPoints?.reach("after_apply")
+                    let domain = OMSEvent(
+                        eventID: UUIDv5.domainEventID(commandID: command.commandID, eventType: type.resultingEvent, aggregateID: command.aggregateID), kind: .domain,
+                        eventType: type.resultingEvent, database: command.database, aggregateID: command.aggregateID, aggregateSequence: command.aggregateSequence,
+                        commandID: command.commandID, actor: command.actor, tenant: command.tenant, correlationID: command.correlationID, payload: result)
+                    _ = try await store.append(domain)
+                }
+            } catch let failure as OMSValidationError {
+                // The command cannot apply: that is its final outcome, not a reason to retry.
+                try await registry.markDone(handler: handler, eventID: command.eventID)
+                await recordStatus(command, .failed, error: failure.message)
+                return
+            } catch {
+                try? await registry.markFailed(handler: handler, eventID: command.eventID, error: "\(error)")
+                throw error
+            }
+            try await registry.markDone(handler: handler, eventID: command.eventID)
+            await recordStatus(command, .completed)
+        }
+    }
+
+    /// Command status is a convenience for clients: a Redis outage must not stop the write side. The projection
+    /// worker records COMPLETED again when it projects the domain event, so the status catches up.
+    func recordStatus(_ command: OMSEvent, _ state: OMSReadStore.CommandState, error: String? = nil) async {
+        do {
+            try await readStore.record(command: command.commandID, state, tenant: command.tenant, aggregateID: command.aggregateID, error: error)
+        } catch {
+            logger.warning("command status not recorded", metadata: ["command_id": "\(command.commandID)", "status": "\(state.rawValue)", "error": "\(error)"])
+        }
+    }
+}
+
+/// `oms-projection-worker`: writes each domain event's instance into the read model (Redis).
+public struct OMSProjectionWorker: Service, OMSEventHandling {
+    public static let handlerName = "oms-projection-worker"
+    public static let crashPointNames: Set<String> = ["after_claim"]
+    let consumer: KafkaConsumer
+    let registry: ProcessedEventRegistry
+    let readStore: OMSReadStore
+    let settings: OMSWorkerSettings
+    let crashPoints: CrashPoints?
+    let logger: Logger
+
+    public init(consumer: KafkaConsumer, registry: ProcessedEventRegistry, readStore: OMSReadStore, settings: OMSWorkerSettings, crashPoints: CrashPoints?, logger: Logger) {
+        self.consumer = consumer
+        self.registry = registry
+        self.readStore = readStore
+        self.settings = settings
+        self.crashPoints = crashPoints
+        self.logger = logger
+    }
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown { try await consume(consumer, topic: settings.topics.events, joined: settings.readiness) }
+        try? await consumer.close()
+    }
+
+    func handle(_ event: OMSEvent) async throws {
+        guard event.kind == .domain else { return }
+        let handler = Self.handlerName
+        switch try await registry.claim(handler: handler, eventID: event.eventID, aggregateID: event.aggregateID, sequence: event.aggregateSequence) {
+        case .duplicateDone, .stale:
+            return
+        case .inProgress:
+            throw ProdReadyError(.timeout, "\(event.eventID) is being projected by another worker", retriable: true)
+        case .claimed:
+            crashPoints?.reach("after_claim")
+            do {
+                if let classID = event.payload["class"]?.stringValue, let id = event.payload["instance_id"]?.stringValue {
+                    let document = OMSReadStore.Document(data: event.payload["data"] ?? .null, seq: event.aggregateSequence, deleted: event.payload["deleted"]?.boolValue ?? false)
+                    try await readStore.writeDocument(event.database, classID, id, document)
+                }
+                try await readStore.record(command: event.commandID, .completed, tenant: event.tenant, aggregateID: event.aggregateID)
+            } catch {
+                try? await registry.markFailed(handler: handler, eventID: event.eventID, error: "\(error)")
+                throw error
+            }
+            try await registry.markDone(handler: handler, eventID: event.eventID)
+        }
+    }
+}

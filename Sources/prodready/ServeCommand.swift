@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import Logging
+import OMSService
+import ProdReadyService
+
+/// Runs one process of a reference service in the foreground until SIGTERM or SIGINT.
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Run one reference-service process: oms, oms-publisher, oms-instance-worker or oms-projection-worker.",
+        discussion: """
+        Every option can also be given by the environment variable named in its help; the option wins. \
+        Settings are checked before anything starts: each bad one is printed on a line of its own (credentials \
+        redacted) and the process exits with status 2. Once the HTTP server listens, the process prints \
+        'listening on http://HOST:PORT' on stdout; /health, /health/ready and /metrics answer without a token. \
+        SIGTERM or SIGINT shut it down gracefully with status 0. With PRODREADY_CHAOS=1, \
+        CHAOS_CRASH_POINT=<process>:<point> makes the process exit with status 42 at that point.
+        """
+    )
+
+    @Argument(help: "The process to run: \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var process: String
+
+    @Option(name: .customLong("postgres-url"), help: "postgresql://user:password@host:port/database. Env: POSTGRES_URL.")
+    var postgresURL: String?
+
+    @Option(name: .customLong("schema"), help: "The Postgres schema of the write model, registry and checkpoints (default oms). Env: OMS_SCHEMA.")
+    var schema: String?
+
+    @Option(name: .customLong("s3-endpoint-url"), help: "The S3 server, http://host:port (MINIO_ENDPOINT_URL is read too). Env: S3_ENDPOINT_URL.")
+    var s3EndpointURL: String?
+
+    @Option(name: .customLong("s3-access-key"), help: "The S3 access key. Env: S3_ACCESS_KEY.")
+    var s3AccessKey: String?
+
+    @Option(name: .customLong("s3-secret-key"), help: "The S3 secret key. Env: S3_SECRET_KEY.")
+    var s3SecretKey: String?
+
+    @Option(name: .customLong("s3-region"), help: "The S3 region (default us-east-1). Env: S3_REGION.")
+    var s3Region: String?
+
+    @Option(name: .customLong("bucket"), help: "The event store's bucket, created if missing (default oms-events). Env: OMS_BUCKET.")
+    var bucket: String?
+
+    @Option(name: .customLong("kafka-bootstrap-servers"), help: "host:port[,host:port…]. Env: KAFKA_BOOTSTRAP_SERVERS.")
+    var kafkaBootstrapServers: String?
+
+    @Option(name: .customLong("topic-prefix"), help: "Prefix of the instance_commands and instance_events topics (default none). Env: OMS_TOPIC_PREFIX.")
+    var topicPrefix: String?
+
+    @Option(name: .customLong("redis-url"), help: "redis://[:password@]host:port[/db]. Env: REDIS_URL.")
+    var redisURL: String?
+
+    @Option(name: .customLong("redis-prefix"), help: "Prefix of the command-status and read-model keys (default oms:). Env: OMS_REDIS_PREFIX.")
+    var redisPrefix: String?
+
+    @Option(name: .customLong("group-prefix"), help: "Prefix of the workers' consumer groups (default none). Env: OMS_GROUP_PREFIX.")
+    var groupPrefix: String?
+
+    @Option(name: .customLong("host"), help: "The address the HTTP server binds (default 127.0.0.1). Env: OMS_HOST.")
+    var host: String?
+
+    @Option(name: .customLong("port"), help: "The HTTP port; 0 picks a free one and prints it (default 0). Env: OMS_PORT.")
+    var port: String?
+
+    @Option(name: .customLong("lease-seconds"), help: "A worker's claim lease in seconds (default 5). Env: OMS_LEASE_SECONDS.")
+    var leaseSeconds: String?
+
+    @Option(name: .customLong("heartbeat-seconds"), help: "How often a worker renews its lease, at most a third of the lease (default 1). Env: OMS_HEARTBEAT_SECONDS.")
+    var heartbeatSeconds: String?
+
+    @Option(name: .customLong("gap-timeout-seconds"), help: "How long the publisher waits for a reserved sequence before closing it with a tombstone (default 5). Env: OMS_GAP_TIMEOUT_SECONDS.")
+    var gapTimeoutSeconds: String?
+
+    @OptionGroup var common: CommonOptions
+
+    func validate() throws {
+        guard OMSProcessKind(rawValue: process) != nil else {
+            throw ValidationError("unknown process '\(process)'; one of \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+    }
+
+    var optionValues: [String: String] {
+        let values: [String: String?] = [
+            "--postgres-url": postgresURL,
+            "--schema": schema,
+            "--s3-endpoint-url": s3EndpointURL,
+            "--s3-access-key": s3AccessKey,
+            "--s3-secret-key": s3SecretKey,
+            "--s3-region": s3Region,
+            "--bucket": bucket,
+            "--kafka-bootstrap-servers": kafkaBootstrapServers,
+            "--topic-prefix": topicPrefix,
+            "--redis-url": redisURL,
+            "--redis-prefix": redisPrefix,
+            "--group-prefix": groupPrefix,
+            "--host": host,
+            "--port": port,
+            "--lease-seconds": leaseSeconds,
+            "--heartbeat-seconds": heartbeatSeconds,
+            "--gap-timeout-seconds": gapTimeoutSeconds,
+        ]
+        return values.compactMapValues { $0 }
+    }
+
+    func run() async throws {
+        let kind = OMSProcessKind(rawValue: process)!
+        let settings: OMSSettings
+        let crashPoints: CrashPoints
+        do {
+            settings = try OMSSettings.read(options: optionValues, home: common.resolvedHome)
+            crashPoints = try CrashPoints(process: kind.rawValue, known: kind.crashPoints)
+        } catch {
+            FileHandle.standardError.write(Data("prodready serve \(kind.rawValue): \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        var logger = Logger(label: kind.rawValue, factory: { StreamLogHandler.standardError(label: $0) })
+        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        if !crashPoints.armed.isEmpty {
+            logger.notice("crash points armed", metadata: ["points": "\(crashPoints.armed.sorted())"])
+        }
+        try await OMSProcess.run(kind, settings: settings, crashPoints: crashPoints, logger: logger)
+    }
+}

@@ -1,0 +1,163 @@
+import Testing
+import Foundation
+import OMSContract
+import PostgresNIO
+import ProdReadyCore
+import ProdReadyInfra
+import ProdReadyPostgres
+import ProdReadyRedis
+import ProdReadyS3
+import TestSupport
+
+/// Polls a command's status until it is COMPLETED or FAILED; returns its `data`.
+func finishedCommand(_ client: ServiceClient, _ commandID: String, timeout: Duration = .seconds(60)) async throws -> JSONValue {
+    try await eventually("command \(commandID) to finish", timeout: timeout, interval: .milliseconds(100)) {
+        let answer = try await client.get("/api/v1/commands/\(commandID)/status")
+        guard answer.status == 200, let data = answer.data, let status = data["status"]?.stringValue else { return .pending("\(answer)") }
+        return status == "COMPLETED" || status == "FAILED" ? .done(data) : .pending("status \(status)")
+    }
+}
+
+/// Sends a command and waits until it completed; returns the 202's `data`.
+@discardableResult
+func completed(_ client: ServiceClient, _ method: String, _ path: String, _ body: JSONValue? = nil, sourceLocation: SourceLocation = #_sourceLocation) async throws -> JSONValue {
+    let answer = try await client.request(method, path, json: body)
+    try #require(answer.status == 202, "\(method) \(path) → \(answer)", sourceLocation: sourceLocation)
+    let data = try #require(answer.data)
+    let status = try await finishedCommand(client, try #require(data["command_id"]?.stringValue))
+    #expect(status["status"] == "COMPLETED", "\(method) \(path): \(status.text)", sourceLocation: sourceLocation)
+    return data
+}
+
+let productOntology: JSONValue = [
+    "id": "Product", "label": "Product",
+    "properties": [["name": "name", "type": "string", "required": true], ["name": "price", "type": "number", "required": false]],
+]
+
+@Suite("OMS over HTTP: the seed's smoke flow and convergence, real processes on real servers", .requires(.postgres, .kafka, .redis, .s3))
+struct OMSServiceTests {
+    @Test("smoke: database → ontology → instances → count, update with expected_seq, 409 with the conflict's body, idempotent retry and event_id_reuse, a FAILED command with its error and history, delete, graph FULL")
+    func smoke() async throws {
+        try await withOMSDeployment { deployment, _ in
+            let oms = try await deployment.client(tenant: uniqueName("tenant"))
+            let db = "smoke_db"
+            try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(db), "description": "smoke"])
+            #expect(try await oms.get("/api/v1/database/exists/\(db)").data?["exists"] == true)
+            #expect(try await oms.post("/api/v1/database/create", ["name": .string(db)]).status == 409, "an existing name")
+
+            try await completed(oms, "POST", "/api/v1/database/\(db)/ontology", productOntology)
+            let ontologies = try await oms.get("/api/v1/database/\(db)/ontology").data?["ontologies"]?.arrayValue ?? []
+            #expect(ontologies.compactMap { $0["id"]?.stringValue } == ["Product"])
+
+            let created = try await completed(oms, "POST", "/api/v1/instances/\(db)/async/Product/create", ["data": ["name": "Widget", "price": 9.5]])
+            let id = try #require(created["instance_id"]?.stringValue)
+            #expect(try await oms.get("/api/v1/instance/\(db)/class/Product/count").data?["count"] == 1)
+            #expect(try await oms.get("/api/v1/instance/\(db)/class/Product/\(id)").data?["seq"] == 1)
+
+            try await completed(oms, "PUT", "/api/v1/instances/\(db)/async/Product/\(id)/update?expected_seq=1", ["data": ["name": "Widget v2", "price": 10]])
+            let updated = try await oms.get("/api/v1/instance/\(db)/class/Product/\(id)")
+            #expect(updated.data?["seq"] == 2 && updated.data?["data"]?["name"] == "Widget v2", "\(updated)")
+            let stale = try await oms.put("/api/v1/instances/\(db)/async/Product/\(id)/update?expected_seq=1", ["data": ["name": "late"]])
+            #expect(stale.status == 409 && stale.body?["error"] == "optimistic_concurrency_conflict", "\(stale)")
+            #expect(stale.body?["aggregate_id"] == .string("\(db):Product:\(id)") && stale.body?["expected_seq"] == 1 && stale.body?["actual_seq"] == 2, "\(stale)")
+
+            // The same idempotency key: the first result again; other content under it: refused.
+            let key = [("Idempotency-Key", uniqueName("key"))]
+            let first = try await oms.post("/api/v1/instances/\(db)/async/Product/create", ["data": ["name": "Gadget"]], headers: key)
+            let again = try await oms.post("/api/v1/instances/\(db)/async/Product/create", ["data": ["name": "Gadget"]], headers: key)
+            #expect(first.status == 202 && again.status == 202 && first.data?["command_id"] == again.data?["command_id"] && first.data?["instance_id"] == again.data?["instance_id"], "\(first) / \(again)")
+            let reuse = try await oms.post("/api/v1/instances/\(db)/async/Product/create", ["data": ["name": "Other"]], headers: key)
+            #expect(reuse.status == 409 && reuse.body?["error"] == "event_id_reuse", "\(reuse)")
+            _ = try await finishedCommand(oms, try #require(first.data?["command_id"]?.stringValue))
+            #expect(try await oms.get("/api/v1/instance/\(db)/class/Product/count").data?["count"] == 2, "the retried create made one instance")
+
+            // Deleted, then updated at the version after the delete: the API accepts it (the version is right), the
+            // worker cannot apply it (no live instance): FAILED with the error and the whole history.
+            try await completed(oms, "DELETE", "/api/v1/instances/\(db)/async/Product/\(id)/delete?expected_seq=2")
+            let doomed = try await oms.put("/api/v1/instances/\(db)/async/Product/\(id)/update?expected_seq=3", ["data": ["name": "ghost"]])
+            #expect(doomed.status == 202, "\(doomed)")
+            let failed = try await finishedCommand(oms, try #require(doomed.data?["command_id"]?.stringValue))
+            #expect(failed["status"] == "FAILED" && failed["error"]?.stringValue?.contains("does not exist") == true, "\(failed.text)")
+            #expect(failed["history"]?.arrayValue?.compactMap { $0["status"]?.stringValue } == ["PENDING", "PROCESSING", "FAILED"], "\(failed.text)")
+            #expect(try await oms.get("/api/v1/instance/\(db)/class/Product/count").data?["count"] == 1)
+
+            let graph = try await eventually("every graph node FULL", timeout: .seconds(30)) {
+                let nodes = try await oms.get("/api/v1/graph/\(db)?class=Product").data?["nodes"]?.arrayValue ?? []
+                return nodes.count == 1 && nodes.allSatisfy { $0["data_status"] == "FULL" } ? .done(nodes) : .pending("\(nodes.map(\.text))")
+            }
+            #expect(graph.count == 1)
+            let unknown = try await oms.get("/api/v1/commands/\(UUID().uuidString)/status")
+            #expect(unknown.status == 404 && unknown.body?["error"] == "command_not_found", "\(unknown)")
+            let otherTenant = try await deployment.client(tenant: uniqueName("other"))
+            #expect(try await otherTenant.get("/api/v1/database/\(db)/ontology").status == 404, "another tenant's database is invisible")
+            #expect(try await otherTenant.get("/api/v1/commands/\(try #require(created["command_id"]?.stringValue))/status").status == 404)
+
+            let database = try await oms.delete("/api/v1/database/\(db)?expected_seq=0")
+            #expect(database.status == 409 && database.body?["actual_seq"] == 1, "\(database)")
+            try await completed(oms, "DELETE", "/api/v1/database/\(db)?expected_seq=1")
+            #expect(try await oms.get("/api/v1/database/exists/\(db)").data?["exists"] == false)
+        }
+    }
+
+    @Test("convergence of 40 concurrent commands by the seed's whole definition (index in S3, instance row done, deterministic domain event, projection row done, read-model document, graph FULL), with loss accounting")
+    func convergence() async throws {
+        let endpoints = try await TestInfrastructure.shared.endpoints(for: [.postgres, .kafka, .redis, .s3])
+        try await withOMSDeployment(endpoints: endpoints) { deployment, isolation in
+            let oms = try await deployment.client(tenant: uniqueName("tenant"))
+            let db = "converge"
+            try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(db)])
+            try await completed(oms, "POST", "/api/v1/database/\(db)/ontology", productOntology)
+
+            let ledger = OperationLedger()
+            let started = ContinuousClock().now
+            // command id → instance id, for every create the API acknowledged
+            let instances = try await withThrowingTaskGroup(of: (String, String)?.self) { group in
+                for index in 0..<40 {
+                    group.addTask {
+                        let answer = try await oms.post("/api/v1/instances/\(db)/async/Product/create", ["data": ["name": .string("item \(index)")]])
+                        guard answer.status == 202, let command = answer.data?["command_id"]?.stringValue, let instance = answer.data?["instance_id"]?.stringValue else {
+                            Issue.record("create \(index) → \(answer)")
+                            return nil
+                        }
+                        ledger.acknowledged(command)
+                        return (command, instance)
+                    }
+                }
+                return try await group.reduce(into: [String: String]()) { table, pair in if let pair { table[pair.0] = pair.1 } }
+            }
+            let s3Endpoint = try #require(endpoints.s3)
+            let s3 = S3Client(configuration: try S3Configuration(endpoint: s3Endpoint.url, accessKey: s3Endpoint.accessKey, secretKey: s3Endpoint.secretKey, region: s3Endpoint.region))
+            let redis = try RedisClient(url: try #require(endpoints.redisURL))
+            try await withPostgresClient(try #require(endpoints.postgresURL)) { postgres in
+                let report = try await LossAccounting.converge(ledger, since: started, timeout: .seconds(90), interval: .milliseconds(250)) {
+                    try await convergedCommands(db: db, isolation: isolation, instances: instances, oms: oms, s3: s3, redis: redis, postgres: postgres)
+                }
+                expectNoLoss(report, "40 creates, every convergence check")
+            }
+        }
+    }
+}
+
+/// Every command for which all six of the seed's convergence checks hold, once per command.
+func convergedCommands(db: String, isolation: OMSIsolation, instances: [String: String], oms: ServiceClient, s3: S3Client, redis: RedisClient, postgres: PostgresClient) async throws -> [String] {
+    let schema = "\"\(isolation.schema)\""
+    func doneEvents(_ handler: String) async throws -> Set<String> {
+        let rows = try await postgres.query(PostgresQuery(unsafeSQL: "SELECT event_id FROM \(schema).processed_events WHERE handler = '\(handler)' AND status = 'done'")).collect()
+        return Set(try rows.map { try $0.decode(String.self) })
+    }
+    let instanceDone = try await doneEvents("oms-instance-worker")
+    let projectionDone = try await doneEvents("oms-projection-worker")
+    let indexed = Set(try await s3.listKeys(bucket: isolation.bucket, prefix: "indexes/by-event-id/").map { String($0.dropFirst("indexes/by-event-id/".count).dropLast(".json".count)) })
+    let nodes = try await oms.get("/api/v1/graph/\(db)?class=Product").data?["nodes"]?.arrayValue ?? []
+    let full = Set(nodes.filter { $0["data_status"] == "FULL" }.compactMap { $0["id"]?.stringValue })
+    var converged: [String] = []
+    for (command, instance) in instances {
+        let aggregate = "\(db):Product:\(instance)"
+        let domain = UUIDv5.domainEventID(commandID: command, eventType: "INSTANCE_CREATED", aggregateID: aggregate)
+        guard indexed.contains(command), instanceDone.contains(command), indexed.contains(domain), projectionDone.contains(domain), full.contains(instance),
+            try await redis.get("\(isolation.redisPrefix)doc:\(db):Product:\(instance)") != nil
+        else { continue }
+        converged.append(command)
+    }
+    return converged
+}
