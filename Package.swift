@@ -231,7 +231,7 @@ let package = Package(
         ),
         // The five production-readiness suites.
         // The OMS suite starts `prodready outbox relay` as a child process to kill it.
-        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready", "OMSContract", "OMSService"], swiftSettings: strictSwift),
+        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready", "OMSContract", "OMSService", "ProdReadyService"], swiftSettings: strictSwift),
         .testTarget(name: "MSAAuditFlowTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "DurabilityTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "JobPipelineTests", dependencies: suiteDependencies, swiftSettings: strictSwift),

@@ -1,5 +1,5 @@
 import ProdReadyCore
-import ProdReadyInfra
+public import ProdReadyInfra
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -99,10 +99,21 @@ public actor ServiceProcess {
         throw ProdReadyError(.timeout, "\(name) not ready (\(readiness.describe)) within \(timeout); log tail:\n\(tail())")
     }
 
+    /// How a stop went: how the process ended and how long it took from the signal.
+    public struct StopOutcome: Sendable {
+        public var exit: ChildExit?
+        public var took: Duration
+    }
+
     /// Graceful stop: SIGTERM, SIGKILL after `gracePeriod`.
-    public func stop(gracePeriod: Duration = .seconds(10)) async throws {
-        if let process { try await ChildProcess.terminate(process, gracePeriod: gracePeriod) }
-        process = nil
+    @discardableResult
+    public func stop(gracePeriod: Duration = .seconds(10)) async throws -> StopOutcome {
+        let clock = ContinuousClock()
+        let started = clock.now
+        guard let process else { return StopOutcome(exit: nil, took: .zero) }
+        try await ChildProcess.terminate(process, gracePeriod: gracePeriod)
+        self.process = nil
+        return StopOutcome(exit: ChildProcess.exit(of: process), took: clock.now - started)
     }
 
     /// Crash: SIGKILL to the whole process group.

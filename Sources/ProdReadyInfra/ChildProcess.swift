@@ -176,15 +176,37 @@ public final class ChildProcess: Sendable {
     }
 }
 
+/// How a child process ended.
+public enum ChildExit: Sendable, Equatable, CustomStringConvertible {
+    case exited(Int32)
+    case signaled(Int32)
+    public var description: String {
+        switch self {
+        case .exited(let code): "exit status \(code)"
+        case .signaled(let signal): "killed by signal \(signal)"
+        }
+    }
+}
+
+extension ChildProcess {
+    /// How an automatically reaped child ended, once it has (nil while it runs or if it was not ours).
+    public static func exit(of identity: ProcessIdentity) -> ChildExit? { ChildReaper.shared.ending(of: identity.pid) }
+}
+
 /// Reaps children this process spawned so they do not linger as zombies after exiting.
 final class ChildReaper: @unchecked Sendable {
     // @unchecked Sendable: `children` is guarded by `lock`.
     static let shared = ChildReaper()
     private let lock = Mutex_()
     private var children: Set<pid_t> = []
+    /// How reaped children ended, kept for callers that ask (a test checking a graceful exit's status).
+    private var endings: [pid_t: ChildExit] = [:]
 
     func adopt(_ pid: pid_t) {
-        lock.withLock { _ = children.insert(pid) }
+        lock.withLock {
+            _ = children.insert(pid)
+            endings[pid] = nil
+        }
     }
 
     func reap() {
@@ -192,9 +214,19 @@ final class ChildReaper: @unchecked Sendable {
             for pid in children {
                 var status: Int32 = 0
                 let result = waitpid(pid, &status, WNOHANG)
+                if result == pid {
+                    // WIFEXITED / WEXITSTATUS / WTERMSIG, which the Glibc overlay does not import.
+                    let signal = status & 0x7f
+                    endings[pid] = signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
+                }
                 if result == pid || (result == -1 && errno == ECHILD) { children.remove(pid) }
             }
         }
+    }
+
+    func ending(of pid: pid_t) -> ChildExit? {
+        reap()
+        return lock.withLock { endings[pid] }
     }
 }
 
