@@ -6,6 +6,8 @@ import ProdReadyRedis
 import ProdReadyS3
 import PostgresNIO
 import NIOPosix
+import AsyncHTTPClient
+import NIOCore
 import Logging
 #if canImport(Glibc)
 import Glibc
@@ -162,5 +164,20 @@ extension String {
     init(format1 value: Double) {
         let rounded = (value * 10).rounded() / 10
         self = String(rounded)
+    }
+}
+
+extension HealthProbe {
+    /// The status of a plain GET (0 when nothing answered), with a short detail for messages.
+    public static func httpStatus(url: String, timeout: Duration) async -> (status: Int, detail: String) {
+        do {
+            var request = HTTPClientRequest(url: url)
+            request.method = .GET
+            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
+            let body = try await response.body.collect(upTo: 64 << 10)
+            return (Int(response.status.code), "\(response.status.code) \(String(buffer: body).prefix(200))")
+        } catch {
+            return (0, "\(error)")
+        }
     }
 }

@@ -56,7 +56,7 @@ struct EdgeMiddleware: RouterMiddleware {
         metrics.record(route: route, method: request.method.rawValue, status: response.status.code, duration: clock.now - started)
         var line: Logger.Metadata = ["request_id": "\(requestID)", "method": "\(request.method.rawValue)", "path": "\(request.uri.path)", "status": "\(response.status.code)"]
         if let failure, response.status.code >= 500 { line["error"] = "\(failure)" }
-        logger.log(level: response.status.code >= 500 ? .error : .info, "request", metadata: line)
+        logger.log(level: response.status.code == 500 ? .error : response.status.code >= 500 ? .warning : .info, "request", metadata: line)
         return response
     }
 

@@ -88,19 +88,31 @@ func composeFilePath() -> String {
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start the embedded stack (or the missing components of it) and print its endpoints.",
-        discussion: "Idempotent: components already running are left alone. Progress goes to stderr, endpoints to stdout."
+        abstract: "Start the embedded stack (or the missing components of it) and the reference services, and print their endpoints.",
+        discussion: """
+        Idempotent: components and service processes already running are left alone. With the whole stack \
+        (no --components) every reference service starts too; --services none skips them. Each service's base \
+        URL is printed next to the stack's variables (OMS_BASE_URL=…). Progress goes to stderr, endpoints to stdout.
+        """
     )
 
     @OptionGroup var options: CommonOptions
     @Option(name: .long, help: "Comma-separated components to start: postgres,kafka,nats,redis,s3 or all.")
     var components: String = "all"
+    @Option(name: .long, help: "Comma-separated reference services to start on the stack: oms, all or none (default: all with the whole stack, none with --components).")
+    var services: String?
     @Flag(name: .long, help: "Print endpoints as JSON instead of export lines.")
     var json = false
 
+    func validate() throws {
+        _ = try ServiceCatalog.parse(services ?? "none")
+    }
+
     func run() async throws {
-        let requested: [Component]
+        var requested: [Component]
+        let selected = (try? ServiceCatalog.parse(services ?? (components == "all" ? "all" : "none"))) ?? []
         do { requested = try Component.parseList(components) } catch { throw fail(error) }
+        for component in selected.flatMap(\.components) where !requested.contains(component) { requested.append(component) }
         do {
             let settings = try options.settings()
             if settings.provider == .compose {
@@ -128,21 +140,25 @@ struct Up: AsyncParsableCommand {
             progress("starting \(Component.closure(requested).map(\.rawValue).joined(separator: ", "))")
             try await stack.ensure(requested, progress: { progress($0) })
             progress("stack ready in \(Int((clock.now - began).milliseconds)) ms; stop it with `prodready down`")
-            try printEndpoints(await stack.endpoints, json: json)
+            let endpoints = await stack.endpoints
+            let urls = try await startServices(selected, stackDirectory: directory, home: home, endpoints: endpoints)
+            try printEndpoints(endpoints, services: urls, json: json)
         } catch {
             throw fail(error)
         }
     }
 }
 
-func printEndpoints(_ endpoints: StackEndpoints, json: Bool) throws {
+func printEndpoints(_ endpoints: StackEndpoints, services: [(String, String)] = [], json: Bool) throws {
     if json {
         var object: [String: String] = [:]
         for entry in endpoints.environment { object[entry.name] = entry.value }
+        for (name, url) in services { object[name] = url }
         let data = try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys])
         print(String(decoding: data, as: UTF8.self))
     } else {
         endpoints.exportLines.forEach { print($0) }
+        for (name, url) in services { print("export \(name)='\(url)'") }
     }
 }
 
@@ -155,7 +171,7 @@ struct Env: AsyncParsableCommand {
     func run() async throws {
         do {
             let infrastructure = try await controllableInfrastructure(options)
-            try printEndpoints(await infrastructure.endpoints(), json: json)
+            try printEndpoints(await infrastructure.endpoints(), services: await runningServiceURLs(home: options.resolvedHome), json: json)
         } catch {
             throw fail(error)
         }
@@ -163,7 +179,7 @@ struct Env: AsyncParsableCommand {
 }
 
 struct Status: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show each component's state and a live health check.")
+    static let configuration = CommandConfiguration(abstract: "Show each component's and service process's state and a live health check; exit 3 if any is unhealthy.")
     @OptionGroup var options: CommonOptions
     @Flag(name: .long, help: "Print JSON.")
     var json = false
@@ -176,6 +192,7 @@ struct Status: AsyncParsableCommand {
             for component in endpoints.components {
                 reports.append(await infrastructure.health(component))
             }
+            let services = await serviceStatusLines(home: options.resolvedHome)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -183,8 +200,9 @@ struct Status: AsyncParsableCommand {
             } else {
                 print("provider: \(infrastructure.kind)")
                 reports.forEach { print($0) }
+                services.lines.forEach { print($0) }
             }
-            if reports.contains(where: { !$0.isHealthy }) { throw ExitCode(3) }
+            if reports.contains(where: { !$0.isHealthy }) || !services.healthy { throw ExitCode(3) }
         } catch let exit as ExitCode {
             throw exit
         } catch {
@@ -194,7 +212,7 @@ struct Status: AsyncParsableCommand {
 }
 
 struct Down: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop every component of the stack and remove its data.")
+    static let configuration = CommandConfiguration(abstract: "Stop every service process and component of the stack and remove its data.")
     @OptionGroup var options: CommonOptions
     @Flag(name: .long, help: "Stop the processes but keep the data directory.")
     var keepData = false
@@ -210,6 +228,12 @@ struct Down: AsyncParsableCommand {
             guard FileManager.default.fileExists(atPath: directory + "/state.json") else {
                 progress("no stack at \(directory); nothing to do")
                 return
+            }
+            let services = StackServices(stackDirectory: directory)
+            let serviceProcesses = await services.records().compactMap(\.identity)
+            try await services.stopAll()
+            if serviceProcesses.contains(where: \.isAlive) {
+                throw ProdReadyError(.processFailed, "service processes survived their stop: \(serviceProcesses.filter(\.isAlive))")
             }
             let stack = try NativeStack(attachingTo: directory, home: options.resolvedHome)
             let snapshot = await stack.snapshot
@@ -227,17 +251,26 @@ struct Down: AsyncParsableCommand {
 }
 
 struct Logs: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the last lines of a component's log.")
+    static let configuration = CommandConfiguration(abstract: "Print the last lines of a component's or a service process's log.")
     @OptionGroup var options: CommonOptions
-    @Argument(help: "postgres, kafka, nats, redis or s3.")
-    var component: ComponentArgument
+    @Argument(help: TargetArgument.help)
+    var component: TargetArgument
     @Option(name: .shortAndLong, help: "How many lines.")
     var lines: Int = 50
 
     func run() async throws {
         guard lines > 0 else { throw fail(ProdReadyError(.invalidArgument, "--lines must be positive")) }
         do {
-            print(try await controllableInfrastructure(options).logs(component.component, lines: lines))
+            switch component.target {
+            case .component(let component):
+                print(try await controllableInfrastructure(options).logs(component, lines: lines))
+            case .process(let name):
+                guard let record = await StackServices(stackDirectory: StackLocations.upStack(home: options.resolvedHome)).record(name) else {
+                    throw ProdReadyError(.notFound, "no service process '\(name)' on this stack; start it with `prodready up --services …`")
+                }
+                let text = (try? String(contentsOfFile: record.logPath, encoding: .utf8)) ?? ""
+                print(text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n"))
+            }
         } catch {
             throw fail(error)
         }
@@ -248,17 +281,22 @@ struct Logs: AsyncParsableCommand {
 protocol ControlCommand: AsyncParsableCommand {
     static var operation: ControlOperation { get }
     var options: CommonOptions { get }
-    var component: ComponentArgument { get }
+    var component: TargetArgument { get }
 }
 
 extension ControlCommand {
     func run() async throws {
         do {
-            let infrastructure = try await controllableInfrastructure(options)
             let clock = ContinuousClock()
             let began = clock.now
-            try await infrastructure.perform(Self.operation, on: component.component)
-            progress("\(Self.operation) \(component.component): done in \(Int((clock.now - began).milliseconds)) ms")
+            switch component.target {
+            case .component(let target):
+                try await controllableInfrastructure(options).perform(Self.operation, on: target)
+                progress("\(Self.operation) \(target): done in \(Int((clock.now - began).milliseconds)) ms")
+            case .process(let name):
+                try await controlProcess(Self.operation, name, home: options.resolvedHome)
+                progress("\(Self.operation) \(name): done in \(Int((clock.now - began).milliseconds)) ms")
+            }
         } catch {
             throw fail(error)
         }
@@ -266,45 +304,45 @@ extension ControlCommand {
 }
 
 struct Start: ControlCommand {
-    static let configuration = CommandConfiguration(abstract: "Start a stopped component on its port and data.")
+    static let configuration = CommandConfiguration(abstract: "Start a stopped component or service process on its port and data.")
     static let operation = ControlOperation.start
     @OptionGroup var options: CommonOptions
-    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+    @Argument(help: TargetArgument.help) var component: TargetArgument
 }
 
 struct Stop: ControlCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop a component gracefully (port and data are kept).")
+    static let configuration = CommandConfiguration(abstract: "Stop a component or service process gracefully (port and data are kept).")
     static let operation = ControlOperation.stop
     @OptionGroup var options: CommonOptions
-    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+    @Argument(help: TargetArgument.help) var component: TargetArgument
 }
 
 struct Kill: ControlCommand {
-    static let configuration = CommandConfiguration(abstract: "SIGKILL a component (a crash, no clean shutdown).")
+    static let configuration = CommandConfiguration(abstract: "SIGKILL a component or service process (a crash, no clean shutdown).")
     static let operation = ControlOperation.kill
     @OptionGroup var options: CommonOptions
-    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+    @Argument(help: TargetArgument.help) var component: TargetArgument
 }
 
 struct Pause: ControlCommand {
-    static let configuration = CommandConfiguration(abstract: "SIGSTOP a component: connections stay open, nothing answers.")
+    static let configuration = CommandConfiguration(abstract: "SIGSTOP a component or service process: connections stay open, nothing answers.")
     static let operation = ControlOperation.pause
     @OptionGroup var options: CommonOptions
-    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+    @Argument(help: TargetArgument.help) var component: TargetArgument
 }
 
 struct Resume: ControlCommand {
-    static let configuration = CommandConfiguration(abstract: "SIGCONT a paused component.")
+    static let configuration = CommandConfiguration(abstract: "SIGCONT a paused component or service process.")
     static let operation = ControlOperation.resume
     @OptionGroup var options: CommonOptions
-    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+    @Argument(help: TargetArgument.help) var component: TargetArgument
 }
 
 struct Restart: ControlCommand {
-    static let configuration = CommandConfiguration(abstract: "Stop then start a component on the same port and data.")
+    static let configuration = CommandConfiguration(abstract: "Stop then start a component or service process on the same port and data.")
     static let operation = ControlOperation.restart
     @OptionGroup var options: CommonOptions
-    @Argument(help: "postgres, kafka, nats, redis or s3.") var component: ComponentArgument
+    @Argument(help: TargetArgument.help) var component: TargetArgument
 }
 
 struct Hold: AsyncParsableCommand {

@@ -239,3 +239,36 @@ struct HelpTextTests {
         #expect(Self.earlyBreaks(in: option) == ["  --home <home>           ProdReady's state⏎                          directory."])
     }
 }
+
+@Suite("prodready up --services", .requiresEmbedded(.postgres, .kafka, .redis, .s3))
+struct ServiceCLITests {
+    @Test("up starts the OMS's four processes and prints OMS_BASE_URL; status names a killed process and exits 3; start brings it back on its port; down leaves no process")
+    func servicesOnTheUpStack() async throws {
+        let home = try CLITests.scratchHome()
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let up = try await CLITests.prodready(["up", "--components", "postgres,kafka,redis,s3", "--services", "oms", "--home", home])
+        try #require(up.status == 0, "up failed: \(up.output)")
+        let line = try #require(up.output.split(separator: "\n").first { $0.hasPrefix("export OMS_BASE_URL='") }, "\(up.output)")
+        let baseURL = String(line.dropFirst("export OMS_BASE_URL='".count).dropLast())
+        #expect(try await ServiceClient(baseURL: baseURL).get("/health/ready").status == 200)
+        let records = await StackServices(stackDirectory: StackLocations.upStack(home: home)).records()
+        #expect(records.map(\.name) == ["oms", "oms-instance-worker", "oms-projection-worker", "oms-publisher"])
+        let pids = records.compactMap(\.identity)
+
+        #expect(try await CLITests.prodready(["status", "--home", home]).status == 0)
+        #expect(try await CLITests.prodready(["kill", "oms-instance-worker", "--home", home]).status == 0)
+        let status = try await CLITests.prodready(["status", "--home", home])
+        #expect(status.status == 3 && status.output.contains("oms-instance-worker: NOT RUNNING"), "\(status.output)")
+        let port = await StackServices(stackDirectory: StackLocations.upStack(home: home)).record("oms-instance-worker")?.port
+        #expect(try await CLITests.prodready(["start", "oms-instance-worker", "--home", home]).status == 0)
+        #expect(await StackServices(stackDirectory: StackLocations.upStack(home: home)).record("oms-instance-worker")?.port == port, "same port after start")
+        #expect(try await CLITests.prodready(["status", "--home", home]).status == 0)
+        let unknown = try await CLITests.prodready(["kill", "oms-nothing", "--home", home])
+        #expect(unknown.status != 0 && unknown.output.contains("oms-instance-worker"), "the valid names are listed: \(unknown.output)")
+
+        let down = try await CLITests.prodready(["down", "--home", home])
+        #expect(down.status == 0, "\(down.output)")
+        let survivors = (pids + (await StackServices(stackDirectory: StackLocations.upStack(home: home)).records().compactMap(\.identity))).filter(\.isAlive)
+        #expect(survivors.isEmpty, "service processes left after down: \(survivors)")
+    }
+}

@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import OMSService
+import ProdReadyCore
+import ProdReadyInfra
+import ProdReadyService
+
+/// The reference services `prodready up --services` can start, what they need and how they are reached.
+struct ServiceCatalogEntry {
+    var name: String
+    var processes: [String]
+    var components: [Component]
+    var baseURLVariable: String
+    var apiProcess: String
+}
+
+enum ServiceCatalog {
+    static let entries: [ServiceCatalogEntry] = [
+        ServiceCatalogEntry(
+            name: "oms", processes: OMSProcessKind.allCases.map(\.rawValue), components: [.postgres, .kafka, .redis, .s3], baseURLVariable: "OMS_BASE_URL",
+            apiProcess: OMSProcessKind.api.rawValue)
+    ]
+
+    static var allProcesses: [String] { entries.flatMap(\.processes) }
+
+    /// `oms`, `all` or `none`, comma-separated.
+    static func parse(_ text: String) throws -> [ServiceCatalogEntry] {
+        let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        if names == ["none"] { return [] }
+        if names == ["all"] { return entries }
+        return try names.map { name in
+            guard let entry = entries.first(where: { $0.name == name }) else {
+                throw ValidationError("unknown service '\(name)'; one of \(entries.map(\.name).joined(separator: ", ")), all or none")
+            }
+            return entry
+        }
+    }
+
+    static func entry(ofProcess process: String) -> ServiceCatalogEntry? { entries.first { $0.processes.contains(process) } }
+}
+
+/// A component or a service process, for the commands that act on one of them.
+struct TargetArgument: ExpressibleByArgument {
+    enum Target {
+        case component(Component)
+        case process(String)
+    }
+    let target: Target
+    init?(argument: String) {
+        if let component = try? Component.parseList(argument), component.count == 1 {
+            target = .component(component[0])
+        } else if ServiceCatalog.allProcesses.contains(argument) {
+            target = .process(argument)
+        } else {
+            return nil
+        }
+    }
+    static var allValueStrings: [String] { Component.allCases.map(\.rawValue) + ServiceCatalog.allProcesses }
+    static let help: ArgumentHelp = "A component (postgres, kafka, nats, redis, s3) or a service process (\(ServiceCatalog.allProcesses.joined(separator: ", ")))."
+}
+
+/// Starts `services`' processes on the up stack at `directory` (each at most once) and returns their base URLs.
+func startServices(_ services: [ServiceCatalogEntry], stackDirectory directory: String, home: String, endpoints: StackEndpoints) async throws -> [(String, String)] {
+    guard !services.isEmpty else { return [] }
+    let registry = StackServices(stackDirectory: directory)
+    let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+    var environment: [String: String] = ["PRODREADY_HOME": home]
+    for name in ["PATH", "HOME", "LANG", "LOG_LEVEL"] { environment[name] = ProcessInfo.processInfo.environment[name] }
+    for entry in endpoints.environment { environment[entry.name] = entry.value }
+    environment[ServiceSecrets.environmentVariable] = try ServiceSecrets.jwtSecret(home: home)
+    try FileManager.default.createDirectory(atPath: directory + "/services", withIntermediateDirectories: true)
+    var urls: [(String, String)] = []
+    for service in services {
+        var records: [ServiceProcessRecord] = []
+        for process in service.processes {
+            let port = try await registry.record(process)?.port ?? LoopbackPort.free()
+            records.append(ServiceProcessRecord(
+                name: process, service: service.name, identity: nil, port: port, executable: executable,
+                arguments: ["serve", process, "--port", String(port)], environment: environment, logPath: "\(directory)/services/\(process).log", paused: false))
+        }
+        let clock = ContinuousClock()
+        let began = clock.now
+        progress("starting \(service.name): \(service.processes.joined(separator: ", "))")
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for record in records { group.addTask { try await registry.start(record) } }
+            try await group.waitForAll()
+        }
+        progress("\(service.name) ready in \(Int((clock.now - began).milliseconds)) ms")
+        if let api = records.first(where: { $0.name == service.apiProcess }) { urls.append((service.baseURLVariable, api.url)) }
+    }
+    return urls
+}
+
+/// The base URLs of the services running on the up stack.
+func runningServiceURLs(home: String) async -> [(String, String)] {
+    let records = await StackServices(stackDirectory: StackLocations.upStack(home: home)).records()
+    return ServiceCatalog.entries.compactMap { entry in
+        records.first { $0.name == entry.apiProcess && $0.isRunning }.map { (entry.baseURLVariable, $0.url) }
+    }
+}
+
+/// One line per service process: running or not, and what its `/health` says.
+func serviceStatusLines(home: String) async -> (lines: [String], healthy: Bool) {
+    let records = await StackServices(stackDirectory: StackLocations.upStack(home: home)).records()
+    var lines: [String] = []
+    var healthy = true
+    for record in records {
+        guard record.isRunning, let pid = record.identity?.pid else {
+            lines.append("\(record.name): NOT RUNNING (start it with `prodready start \(record.name)`)")
+            healthy = false
+            continue
+        }
+        if record.paused {
+            lines.append("\(record.name): PAUSED (pid \(pid), \(record.url))")
+            healthy = false
+            continue
+        }
+        let answer = await HealthProbe.httpStatus(url: record.url + "/health", timeout: .seconds(3))
+        let ok = answer.status == 200
+        healthy = healthy && ok
+        lines.append("\(record.name): \(ok ? "healthy" : "UNHEALTHY") (pid \(pid), \(record.url)) \(answer.detail.prefix(300))")
+    }
+    return (lines, healthy)
+}
+
+/// Acts on one service process of the up stack.
+func controlProcess(_ operation: ControlOperation, _ name: String, home: String) async throws {
+    let registry = StackServices(stackDirectory: StackLocations.upStack(home: home))
+    switch operation {
+    case .start: try await registry.start(name)
+    case .stop: try await registry.stop(name)
+    case .kill: try await registry.kill(name)
+    case .pause: try await registry.pause(name)
+    case .resume: try await registry.resume(name)
+    case .restart: try await registry.restart(name)
+    }
+}
