@@ -54,6 +54,7 @@ public enum OMSAPI {
     }
 
     public static func addRoutes(to router: ServiceRouter, _ deps: OMSAPIDependencies) {
+        addVersionRoutes(to: router, deps)
         router.add(.post, "/api/v1/database/create", summary: "Create a database (async)", role: writer,
                    body: ["type": "object", "required": ["name"], "properties": ["name": ["type": "string", "pattern": "^[a-z][a-z0-9_-]{2,62}$"], "description": ["type": "string", "maxLength": 1000]]],
                    responses: [202: "accepted", 409: "the name is taken"]) { request, context in
@@ -318,6 +319,10 @@ public enum OMSAPI {
             throw error
         } catch let error as ProdReadyError where error.code == .invalidArgument {
             throw ServiceError.badRequest("invalid_argument", error.message)
+        } catch let error as ProdReadyError where error.code == .notFound {
+            throw ServiceError(.notFound, "not_found", error.message)
+        } catch let error as ProdReadyError where error.code == .preconditionFailed {
+            throw ServiceError(.conflict, "precondition_failed", error.message)
         } catch {
             let code = name == "postgres" ? "database_unavailable" : name == "s3" ? "event_store_unavailable" : "\(name)_unavailable"
             throw ServiceError.unavailable(code, "\(name) is unavailable; retry shortly", retryAfterSeconds: 1, underlying: error)

@@ -47,6 +47,12 @@ public struct OMSWriteModel: Sendable {
 
     // MARK: Reads
 
+    /// The last sequence the database's event log reserved (0 when none).
+    public func eventLogHead(_ database: String, handler: String) async throws -> Int64 {
+        let query: PostgresQuery = "SELECT last_sequence FROM \(unescaped: s).aggregate_versions WHERE handler = \(handler) AND aggregate_id = \(database)"
+        return try await rows(query, "reading the head of \(database)'s event log").first?.decode(Int64.self) ?? 0
+    }
+
     public struct DatabaseRow: Sendable, Equatable {
         public var name: String
         public var description: String

@@ -12,6 +12,8 @@ let omsRoutes: Set<String> = [
     "POST /api/v1/instances/{db}/async/{class}/create", "PUT /api/v1/instances/{db}/async/{class}/{id}/update",
     "DELETE /api/v1/instances/{db}/async/{class}/{id}/delete", "GET /api/v1/instance/{db}/class/{class}/count",
     "GET /api/v1/instance/{db}/class/{class}/{id}", "GET /api/v1/commands/{command_id}/status", "GET /api/v1/graph/{db}",
+    "GET /api/v1/branch/{db}/list", "POST /api/v1/branch/{db}/create", "GET /api/v1/branch/{db}/branch/{branch}/info",
+    "GET /api/v1/version/{db}/history", "GET /api/v1/version/{db}/diff",
 ]
 
 /// An unsigned (`alg: none`) token an attacker could build by hand.
@@ -90,9 +92,10 @@ struct OMSContractHTTPTests {
             for route in listed.sorted() {
                 let parts = route.split(separator: " ", maxSplits: 1).map(String.init)
                 var path = parts[1].replacingOccurrences(of: "{db}", with: "api_db").replacingOccurrences(of: "{class}", with: "Product")
-                    .replacingOccurrences(of: "{id}", with: "x").replacingOccurrences(of: "{command_id}", with: "c")
+                    .replacingOccurrences(of: "{id}", with: "x").replacingOccurrences(of: "{command_id}", with: "c").replacingOccurrences(of: "{branch}", with: "main")
                 if parts[0] == "DELETE" || parts[0] == "PUT" { path += "?expected_seq=0" }
-                let answer = try await oms.request(parts[0], path, json: parts[0] == "GET" || parts[0] == "DELETE" ? nil : ["data": ["name": "x"], "name": "other_db", "id": "Thing"])
+                if path.hasSuffix("/diff") { path += "?from_ref=@0&to_ref=main" }
+                let answer = try await oms.request(parts[0], path, json: parts[0] == "GET" || parts[0] == "DELETE" ? nil : ["data": ["name": "x"], "name": "other_db", "id": "Thing", "branch_name": "b1"])
                 #expect(answer.status < 500 && answer.body?["error"] != "route_not_found" && answer.status != 405, "\(route) → \(answer)")
             }
         }

@@ -36,7 +36,7 @@ let productOntology: JSONValue = [
 
 @Suite("OMS over HTTP: the seed's smoke flow and convergence, real processes on real servers", .requires(.postgres, .kafka, .redis, .s3))
 struct OMSServiceTests {
-    @Test("smoke: database → ontology → instances → count, update with expected_seq, 409 with the conflict's body, idempotent retry and event_id_reuse, a FAILED command with its error and history, delete, graph FULL")
+    @Test("smoke: database → ontology → instances → count, update with expected_seq, 409 with the conflict's body, idempotent retry and event_id_reuse, a FAILED command with its error and history, branches, history and diff, delete, graph FULL")
     func smoke() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))
@@ -71,6 +71,16 @@ struct OMSServiceTests {
             _ = try await finishedCommand(oms, try #require(first.data?["command_id"]?.stringValue))
             #expect(try await oms.get("/api/v1/instance/\(db)/class/Product/count").data?["count"] == 2, "the retried create made one instance")
 
+            // Branches: main is always there; a branch names main's current position.
+            let mainHead = try #require(try await oms.get("/api/v1/branch/\(db)/list").data?["branches"]?.arrayValue?.first { $0["name"] == "main" }?["head"]?.intValue)
+            #expect(mainHead > 0)
+            let branch = try await oms.post("/api/v1/branch/\(db)/create", ["branch_name": "before-delete", "from_branch": "main"])
+            #expect(branch.status == 201 && branch.data?["head"] == .int(mainHead), "\(branch)")
+            #expect(try await oms.post("/api/v1/branch/\(db)/create", ["branch_name": "before-delete"]).body?["error"] == "branch_exists")
+            #expect(try await oms.post("/api/v1/branch/\(db)/create", ["branch_name": "x", "from_branch": "nope"]).status == 404)
+            #expect(try await oms.get("/api/v1/branch/\(db)/branch/before-delete/info").data?["head"] == .int(mainHead))
+            #expect(try await oms.get("/api/v1/branch/\(db)/list").data?["branches"]?.arrayValue?.compactMap { $0["name"]?.stringValue } == ["main", "before-delete"])
+
             // Deleted, then updated at the version after the delete: the API accepts it (the version is right), the
             // worker cannot apply it (no live instance): FAILED with the error and the whole history.
             try await completed(oms, "DELETE", "/api/v1/instances/\(db)/async/Product/\(id)/delete?expected_seq=2")
@@ -80,6 +90,19 @@ struct OMSServiceTests {
             #expect(failed["status"] == "FAILED" && failed["error"]?.stringValue?.contains("does not exist") == true, "\(failed.text)")
             #expect(failed["history"]?.arrayValue?.compactMap { $0["status"]?.stringValue } == ["PENDING", "PROCESSING", "FAILED"], "\(failed.text)")
             #expect(try await oms.get("/api/v1/instance/\(db)/class/Product/count").data?["count"] == 1)
+
+            // History: the commands, newest first; the diff from the branch to main shows the delete.
+            let history = try await oms.get("/api/v1/version/\(db)/history").data?["commands"]?.arrayValue ?? []
+            let types = history.compactMap { $0["type"]?.stringValue }
+            #expect(types.first == "UPDATE_INSTANCE" && types.last == "CREATE_DATABASE" && types.contains("DELETE_INSTANCE"), "\(types)")
+            let sequences = history.compactMap { $0["sequence"]?.intValue }
+            #expect(sequences == sequences.sorted(by: >) && history.allSatisfy { $0["actor"] == "prodready-tests" }, "\(history.map(\.text))")
+            let diff = try await oms.get("/api/v1/version/\(db)/diff?from_ref=before-delete&to_ref=main")
+            #expect(diff.data?["removed"]?.arrayValue?.compactMap { $0["id"]?.stringValue } == [id], "\(diff)")
+            #expect(diff.data?["added"]?.arrayValue?.isEmpty == true, "\(diff)")
+            let early = try await oms.get("/api/v1/version/\(db)/diff?from_ref=@0&to_ref=before-delete")
+            #expect(early.data?["added"]?.arrayValue?.count == 2, "both instances exist at the branch: \(early)")
+            #expect(try await oms.get("/api/v1/version/\(db)/diff?from_ref=nope&to_ref=main").status == 404)
 
             let graph = try await eventually("every graph node FULL", timeout: .seconds(30)) {
                 let nodes = try await oms.get("/api/v1/graph/\(db)?class=Product").data?["nodes"]?.arrayValue ?? []
