@@ -236,8 +236,11 @@ public enum OMSAPI {
 
         command.aggregateSequence = sequence
         do {
-            let outcome = try await dependency("s3") { try await deps.store.append(command) }
-            command = try await dependency("s3") { try await deps.store.read(key: outcome.entry.key) }
+            let outcome = try await dependency("s3") { [command] in try await deps.store.append(command, checkedAbsent: true) }
+            if case .duplicate(let entry) = outcome {
+                // A concurrent retry of the same key stored it first: answer with that one.
+                command = try await dependency("s3") { try await deps.store.read(key: entry.key) }
+            }
         } catch {
             // Nothing may stay half-written: give the version back (unless someone moved past it, impossible
             // without having seen it) and the database name.

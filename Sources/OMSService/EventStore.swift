@@ -78,8 +78,9 @@ public struct OMSEventStore: Sendable {
 
     /// Appends `event` (its `sequence` is assigned here): a new id is stored once; the same id with the same
     /// content returns the first result; the same id with other content throws `EventIDReuse`.
-    public func append(_ event: OMSEvent) async throws -> AppendOutcome {
-        if let existing = try await lookup(eventID: event.eventID) {
+    /// - Parameter checkedAbsent: the caller looked the id up an instant ago and found nothing (skips a GET).
+    public func append(_ event: OMSEvent, checkedAbsent: Bool = false) async throws -> AppendOutcome {
+        if !checkedAbsent, let existing = try await lookup(eventID: event.eventID) {
             return try Self.compare(existing, with: event)
         }
         for _ in 0..<Self.sequenceAttempts {

@@ -33,15 +33,6 @@ public struct OMSWorkerSettings: Sendable {
     }
 }
 
-/// A message the worker could not read at all: logged with its offset and counted, and its offset committed so
-/// the partition keeps moving (the event store still has the original).
-public struct UndecodableMessage: Error, CustomStringConvertible {
-    public var topic: String
-    public var offset: Int64
-    public var reason: String
-    public var description: String { "undecodable message at \(topic)@\(offset): \(reason)" }
-}
-
 protocol OMSEventHandling: Sendable {
     var logger: Logger { get }
     var settings: OMSWorkerSettings { get }
@@ -50,6 +41,9 @@ protocol OMSEventHandling: Sendable {
 }
 
 extension OMSEventHandling {
+    /// How many aggregates of one polled batch are handled at once.
+    static var parallelAggregates: Int { 16 }
+
     func consume(_ consumer: KafkaConsumer, topic: String, joined: Readiness?) async throws {
         // The topics are created with the migrations; a consumer subscribed before its topic exists would not
         // see it until librdkafka's next metadata refresh, minutes later.
@@ -71,30 +65,60 @@ extension OMSEventHandling {
                 try await Task.sleep(for: settings.retryInterval)
                 continue
             }
+            guard !messages.isEmpty else { continue }
+            // One aggregate's events in order, different aggregates side by side: the registry keeps each
+            // aggregate's versions in order, and a batch's offsets are committed only once all of it was handled.
+            var byAggregate: [String: [OMSEvent]] = [:]
+            var order: [String] = []
             for message in messages {
-                let event: OMSEvent
                 do {
-                    event = try OMSEvent.decode(message.value)
+                    let event = try OMSEvent.decode(message.value)
+                    if byAggregate[event.aggregateID] == nil { order.append(event.aggregateID) }
+                    byAggregate[event.aggregateID, default: []].append(event)
                 } catch {
                     logger.error("skipping an undecodable message", metadata: ["topic": "\(message.topic)", "offset": "\(message.offset)", "error": "\(error)"])
-                    try await commit(message, consumer)
-                    continue
                 }
-                // Until handled: a stopped dependency is waited out, never skipped. Shutdown stops between tries;
-                // the uncommitted message is delivered again to whoever reads next.
-                while true {
-                    do {
-                        try await handle(event)
-                        break
-                    } catch is CancellationError {
-                        return
-                    } catch {
-                        logger.warning("handling failed; retrying", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
-                        if Task.isShuttingDownGracefully { return }
-                        try await Task.sleep(for: settings.retryInterval)
+            }
+            let finished = await withTaskGroup(of: Bool.self) { group in
+                var running = 0
+                var all = true
+                for aggregate in order {
+                    if running == Self.parallelAggregates, let done = await group.next() {
+                        all = all && done
+                        running -= 1
                     }
+                    let events = byAggregate[aggregate] ?? []
+                    group.addTask {
+                        for event in events {
+                            guard await handleUntilDone(event) else { return false }
+                        }
+                        return true
+                    }
+                    running += 1
                 }
-                try await commit(message, consumer)
+                for await done in group { all = all && done }
+                return all
+            }
+            // Shut down mid-batch: nothing committed, the batch is delivered again to whoever reads next.
+            guard finished else { return }
+            var last: [String: KafkaMessage] = [:]
+            for message in messages { last["\(message.topic)#\(message.partition)"] = message }
+            for message in last.values { try await commit(message, consumer) }
+        }
+    }
+
+    /// Until handled: a stopped dependency is waited out, never skipped. False when shutdown came first.
+    private func handleUntilDone(_ event: OMSEvent) async -> Bool {
+        while true {
+            do {
+                try await handle(event)
+                return true
+            } catch is CancellationError {
+                return false
+            } catch {
+                logger.warning("handling failed; retrying", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
+                if Task.isShuttingDownGracefully || Task.isCancelled { return false }
+                do { try await Task.sleep(for: settings.retryInterval) } catch { return false }
             }
         }
     }

@@ -6,8 +6,8 @@ import ProdReadyKafka
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks: stack start-up (default) and the reliability primitives on PostgreSQL.",
-        subcommands: [StackBench.self, ReliabilityBench.self, ClientBench.self],
+        abstract: "Benchmarks: stack start-up (default), the reliability primitives on PostgreSQL, the clients, the OMS.",
+        subcommands: [StackBench.self, ReliabilityBench.self, ClientBench.self, OMSBench.self],
         defaultSubcommand: StackBench.self
     )
 }

@@ -60,7 +60,7 @@ struct TargetArgument: ExpressibleByArgument {
 }
 
 /// Starts `services`' processes on the up stack at `directory` (each at most once) and returns their base URLs.
-func startServices(_ services: [ServiceCatalogEntry], stackDirectory directory: String, home: String, endpoints: StackEndpoints) async throws -> [(String, String)] {
+func startServices(_ services: [ServiceCatalogEntry], stackDirectory directory: String, home: String, endpoints: StackEndpoints, guardDirectory: String? = nil) async throws -> [(String, String)] {
     guard !services.isEmpty else { return [] }
     let registry = StackServices(stackDirectory: directory)
     let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
@@ -82,7 +82,13 @@ func startServices(_ services: [ServiceCatalogEntry], stackDirectory directory: 
         let began = clock.now
         progress("starting \(service.name): \(service.processes.joined(separator: ", "))")
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for record in records { group.addTask { try await registry.start(record) } }
+            for record in records {
+                group.addTask {
+                    let started = try await registry.start(record)
+                    // An owned stack's processes die with their owner, SIGKILL included.
+                    if let guardDirectory, let pid = started.identity?.pid { try OwnedProcessDirectory.adopt(processGroup: pid, in: guardDirectory) }
+                }
+            }
             try await group.waitForAll()
         }
         progress("\(service.name) ready in \(Int((clock.now - began).milliseconds)) ms")

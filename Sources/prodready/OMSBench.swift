@@ -1,0 +1,211 @@
+import ArgumentParser
+import Foundation
+import ProdReadyCore
+import ProdReadyInfra
+import ProdReadyPerformance
+import ProdReadyService
+
+/// `prodready bench oms`: the OMS driven over HTTP on a private embedded stack.
+struct OMSBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "oms",
+        abstract: "Measure the OMS: command accepted → converged (graph FULL) at a steady rate, and the sustained rate through the whole pipeline.",
+        discussion: """
+        Boots a private stack (postgres, kafka, redis, s3) and the OMS's four processes, then: (1) sends creates at \
+        --rate per second for --seconds, open loop, and records each POST's latency and the time from its 202 until \
+        the graph shows the instance FULL (the graph is polled every 50 ms, so convergence times are up to 50 ms \
+        late); (2) sends --burst creates with --concurrency in flight as fast as the API takes them and measures \
+        the rate from the first send until the last one converged. Prints percentiles next to the targets of \
+        SPEC-oms and each process's peak resident memory. Everything is torn down afterwards.
+        """
+    )
+
+    @OptionGroup var options: CommonOptions
+    @Option(help: "Commands per second in the steady phase.") var rate: Int = 100
+    @Option(help: "Length of the steady phase in seconds.") var seconds: Int = 20
+    @Option(help: "Commands in the burst phase.") var burst: Int = 3000
+    @Option(help: "Requests in flight during the burst.") var concurrency: Int = 32
+
+    func run() async throws {
+        do {
+            try validateRanges([("--rate", rate, 1...5_000), ("--seconds", seconds, 1...3_600), ("--burst", burst, 1...200_000), ("--concurrency", concurrency, 1...512)])
+        } catch {
+            throw fail(error)
+        }
+        let home = options.resolvedHome
+        let stack: NativeStack
+        do {
+            stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "bench-oms"), home: home, owned: true)
+        } catch {
+            throw fail(error)
+        }
+        let guardDirectory = "\(home)/deployments/\(UUID().uuidString.prefix(8).lowercased())-bench-oms"
+        do {
+            progress("starting postgres, kafka, redis, s3")
+            try await stack.ensure([.postgres, .kafka, .redis, .s3])
+            try OwnedProcessDirectory.watch(guardDirectory)
+            let stackDirectory = await stack.directory
+            let urls = try await startServices(ServiceCatalog.entries.filter { $0.name == "oms" }, stackDirectory: stackDirectory, home: home, endpoints: await stack.endpoints, guardDirectory: guardDirectory)
+            guard let baseURL = urls.first?.1 else { throw ProdReadyError(.processFailed, "the OMS did not report its URL") }
+            let token = try await TokenAuthority(secret: try ServiceSecrets.jwtSecret(home: home)).mint(subject: "bench", roles: ["admin"], tenant: "bench", ttl: .seconds(7200))
+            let client = ServiceClient(baseURL: baseURL, token: token)
+            try await measure(client, services: StackServices(stackDirectory: stackDirectory))
+            try await StackServices(stackDirectory: stackDirectory).stopAll()
+            try await stack.teardown(removeData: true)
+            try? FileManager.default.removeItem(atPath: guardDirectory)
+        } catch {
+            try? await StackServices(stackDirectory: await stack.directory).stopAll()
+            try? await stack.teardown(removeData: true)
+            try? FileManager.default.removeItem(atPath: guardDirectory)
+            throw fail(error)
+        }
+    }
+
+    private func measure(_ client: ServiceClient, services: StackServices) async throws {
+        let database = "bench"
+        try await command(client, "POST", "/api/v1/database/create", ["name": .string(database)])
+        for name in ["Steady", "Burst"] {
+            try await command(client, "POST", "/api/v1/database/\(database)/ontology", ["id": .string(name), "properties": [["name": "name", "type": "string", "required": true]]])
+        }
+        let validator = PerformanceValidator()
+        let clock = ContinuousClock()
+
+        // 1. Steady rate, open loop.
+        let total = rate * seconds
+        progress("steady phase: \(total) creates at \(rate)/s")
+        let tracker = ConvergenceTracker()
+        var post = await validator.newMeasurement("OMS POST create (API latency alone, \(rate)/s)", thresholds: [])
+        var converge = await validator.newMeasurement("OMS command accepted -> graph FULL at \(rate) commands/s", thresholds: [.latency(percentile: 95, atMost: .milliseconds(500))])
+        let poller = Task { await tracker.poll(client, path: "/api/v1/graph/\(database)?class=Steady", until: total) }
+        let began = clock.now
+        let postLatencies = try await withThrowingTaskGroup(of: Duration?.self) { group in
+            for index in 0..<total {
+                let due = began + .milliseconds(Int64(index) * 1000 / Int64(rate))
+                try await clock.sleep(until: due)
+                group.addTask {
+                    let sent = clock.now
+                    let answer = try await client.request("POST", "/api/v1/instances/\(database)/async/Steady/create", json: ["data": ["name": .string("steady \(index)")], "instance_id": .string("s\(index)")])
+                    let accepted = clock.now
+                    guard answer.status == 202 else { await tracker.refused(); return nil }
+                    await tracker.accepted("s\(index)", at: accepted)
+                    return accepted - sent
+                }
+            }
+            var latencies: [Duration] = []
+            for try await latency in group { if let latency { latencies.append(latency) } }
+            return latencies
+        }
+        post.elapsed = clock.now - began
+        postLatencies.forEach { post.record(latency: $0) }
+        try await tracker.wait(until: total, timeout: .seconds(120))
+        poller.cancel()
+        let steady = await tracker.latencies
+        converge.elapsed = post.elapsed
+        steady.forEach { converge.record(latency: $0) }
+        await validator.add(post)
+        await validator.add(converge)
+        let refused = await tracker.refusals
+        if refused > 0 || steady.count < total { progress("steady phase: \(refused) refused, \(total - steady.count) not converged") }
+
+        // 2. Burst: as fast as the API takes them, until the last one converged.
+        progress("burst phase: \(burst) creates, \(concurrency) in flight")
+        let burstTracker = ConvergenceTracker()
+        let burstPoller = Task { await burstTracker.poll(client, path: "/api/v1/graph/\(database)?class=Burst", until: burst, interval: .milliseconds(200)) }
+        let burstBegan = clock.now
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for worker in 0..<concurrency {
+                group.addTask {
+                    var index = worker
+                    while index < burst {
+                        let answer = try await client.request("POST", "/api/v1/instances/\(database)/async/Burst/create", json: ["data": ["name": .string("burst \(index)")], "instance_id": .string("b\(index)")])
+                        if answer.status == 202 { await burstTracker.accepted("b\(index)", at: clock.now) } else { await burstTracker.refused() }
+                        index += concurrency
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let acceptedAll = clock.now - burstBegan
+        try await burstTracker.wait(until: burst, timeout: .seconds(300))
+        burstPoller.cancel()
+        var sustained = await validator.newMeasurement("OMS sustained rate, \(burst) commands accepted -> graph FULL", thresholds: [.throughput(atLeast: 1_000)])
+        sustained.elapsed = await burstTracker.lastConverged.map { $0 - burstBegan } ?? (clock.now - burstBegan)
+        sustained.record(operations: await burstTracker.latencies.count)
+        await validator.add(sustained)
+        print("burst: \(burst) accepted in \(format(acceptedAll.milliseconds)) ms (\(format(Double(burst) / (acceptedAll.milliseconds / 1000))) commands/s through the API alone)")
+        for record in await services.records() {
+            print("peak resident memory of \(record.name): \(record.identity.flatMap { peakResidentMegabytes(pid: $0.pid) }.map { format($0) + " MB" } ?? "unknown")  (goal < 150 MB)")
+        }
+        await validator.summarize()
+    }
+
+    /// Sends a command and waits until it completed.
+    private func format(_ value: Double) -> String { String(Int(value.rounded())) }
+
+    private func command(_ client: ServiceClient, _ method: String, _ path: String, _ body: JSONValue) async throws {
+        let answer = try await client.request(method, path, json: body)
+        guard answer.status == 202, let id = answer.data?["command_id"]?.stringValue else { throw ProdReadyError(.protocolError, "\(method) \(path) → \(answer)") }
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(60)
+        while clock.now < deadline {
+            let status = try await client.get("/api/v1/commands/\(id)/status").data?["status"]?.stringValue
+            if status == "COMPLETED" { return }
+            if status == "FAILED" { throw ProdReadyError(.protocolError, "\(method) \(path) failed") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ProdReadyError(.timeout, "\(method) \(path) did not complete within 60 s")
+    }
+}
+
+/// When each accepted command was acknowledged and when the graph first showed it FULL.
+actor ConvergenceTracker {
+    private var acceptedAt: [String: ContinuousClock.Instant] = [:]
+    private var converged: Set<String> = []
+    private(set) var latencies: [Duration] = []
+    private(set) var refusals = 0
+    private(set) var lastConverged: ContinuousClock.Instant?
+
+    func accepted(_ id: String, at instant: ContinuousClock.Instant) { acceptedAt[id] = instant }
+    func refused() { refusals += 1 }
+
+    func observe(full ids: [String], at instant: ContinuousClock.Instant) {
+        for id in ids where !converged.contains(id) {
+            guard let accepted = acceptedAt[id] else { continue }
+            converged.insert(id)
+            latencies.append(instant - accepted)
+            lastConverged = instant
+        }
+    }
+
+    var done: Int { converged.count }
+
+    func poll(_ client: ServiceClient, path: String, until count: Int, interval: Duration = .milliseconds(50)) async {
+        let clock = ContinuousClock()
+        while !Task.isCancelled && done < count {
+            if let nodes = try? await client.get(path).data?["nodes"]?.arrayValue {
+                observe(full: nodes.filter { $0["data_status"] == "FULL" }.compactMap { $0["id"]?.stringValue }, at: clock.now)
+            }
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    func wait(until count: Int, timeout: Duration) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while done < min(count, acceptedAt.count) {
+            guard clock.now < deadline else {
+                throw ProdReadyError(.timeout, "\(acceptedAt.count - done) of \(acceptedAt.count) accepted commands had not converged after \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+}
+
+/// VmHWM of a process in MB, from /proc.
+func peakResidentMegabytes(pid: Int32) -> Double? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+        let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        let kilobytes = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return nil }
+    return kilobytes / 1024
+}
