@@ -36,6 +36,9 @@ public struct OMSWorkerSettings: Sendable {
 protocol OMSEventHandling: Sendable {
     var logger: Logger { get }
     var settings: OMSWorkerSettings { get }
+    var consumer: KafkaConsumer { get }
+    /// The topic this worker reads.
+    var topic: String { get }
     /// Handles one event; a thrown error means "try again later".
     func handle(_ event: OMSEvent) async throws
 }
@@ -43,6 +46,12 @@ protocol OMSEventHandling: Sendable {
 extension OMSEventHandling {
     /// How many aggregates of one polled batch are handled at once.
     static var parallelAggregates: Int { 16 }
+
+    /// The worker's `Service.run`: consumes until graceful shutdown, then leaves the group.
+    func consumeUntilShutdown() async throws {
+        try await cancelWhenGracefulShutdown { try await consume(consumer, topic: topic, joined: settings.readiness) }
+        try? await consumer.close()
+    }
 
     func consume(_ consumer: KafkaConsumer, topic: String, joined: Readiness?) async throws {
         // The topics are created with the migrations; a consumer subscribed before its topic exists would not
@@ -161,10 +170,8 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
         self.logger = logger
     }
 
-    public func run() async throws {
-        try await cancelWhenGracefulShutdown { try await consume(consumer, topic: settings.topics.commands, joined: settings.readiness) }
-        try? await consumer.close()
-    }
+    var topic: String { settings.topics.commands }
+    public func run() async throws { try await consumeUntilShutdown() }
 
     func handle(_ command: OMSEvent) async throws {
         guard command.kind == .command, let type = OMSCommandType(rawValue: command.eventType) else { return }
@@ -236,10 +243,8 @@ public struct OMSProjectionWorker: Service, OMSEventHandling {
         self.logger = logger
     }
 
-    public func run() async throws {
-        try await cancelWhenGracefulShutdown { try await consume(consumer, topic: settings.topics.events, joined: settings.readiness) }
-        try? await consumer.close()
-    }
+    var topic: String { settings.topics.events }
+    public func run() async throws { try await consumeUntilShutdown() }
 
     func handle(_ event: OMSEvent) async throws {
         guard event.kind == .domain else { return }

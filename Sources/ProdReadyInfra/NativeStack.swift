@@ -250,7 +250,9 @@ public actor NativeStack {
             state.components[component.rawValue]?.process = nil
             // A component that never ran may have lost its freshly picked port to another process in the
             // moment between picking and binding: pick new ports and try again. A restart must keep its port.
-            if isFirstLaunch, attempt < 3, logTail(info.logPath, lines: 40).lowercased().contains("address already in use") {
+            // SeaweedFS says so in words of its own ("port … is not available").
+            let log = logTail(info.logPath, lines: 40).lowercased()
+            if isFirstLaunch, attempt < 3, log.contains("address already in use") || (log.contains("port") && log.contains("is not available")) {
                 state.components[component.rawValue] = nil
                 try? persist()
                 progress?("\(component) lost port \(info.port) to another process; retrying on a new port")

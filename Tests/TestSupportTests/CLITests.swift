@@ -111,7 +111,7 @@ struct CLITests {
 
     @Test("unknown components and bad option values are refused with the valid choices", arguments: [
         (["up", "--components", "postgres,mysql"], "unknown component 'mysql'"),
-        (["stop", "mongodb"], "Please provide one of 'postgres', 'kafka', 'nats', 'redis' or 's3'"),
+        (["stop", "mongodb"], "The value 'mongodb' is invalid for '<component>'. Please provide one of the following:\n  - postgres\n  - kafka\n  - nats\n  - redis\n  - s3\n  - oms\n"),
         (["logs", "redis", "--lines", "0"], "--lines must be positive"),
         (["bench", "--runs", "0"], "--runs must be between 1 and 50"),
     ])
