@@ -122,7 +122,8 @@ struct OMSServiceTests {
         }
     }
 
-    @Test("convergence of 40 concurrent commands by the seed's whole definition (index in S3, instance row done, deterministic domain event, projection row done, read-model document, graph FULL), with loss accounting")
+    @Test("convergence of 40 concurrent commands by the seed's whole definition (index in S3, instance row done, deterministic domain event, projection row done, read-model document, graph FULL), with loss accounting",
+          .ownDeployment("OMS_BASE_URL", because: "reads the deployment's bucket, schema and Redis keys"))
     func convergence() async throws {
         let endpoints = try await TestInfrastructure.shared.endpoints(for: [.postgres, .kafka, .redis, .s3])
         try await withOMSDeployment(endpoints: endpoints) { deployment, isolation in
