@@ -193,13 +193,15 @@ public enum OMSAPI {
         expected: Int64?, payload: JSONValue, instanceID: String? = nil
     ) async throws -> Response {
         let caller = try context.caller()
-        let commandID = try request.idempotencyKey() ?? UUID().uuidString.lowercased()
+        let idempotencyKey = try request.idempotencyKey()
+        let commandID = idempotencyKey ?? UUID().uuidString.lowercased()
         var command = OMSEvent(
             eventID: commandID, kind: .command, eventType: type.rawValue, database: database, aggregateID: aggregateID, aggregateSequence: 0,
             commandID: commandID, actor: caller.subject, tenant: caller.tenant, correlationID: context.requestID, payload: payload)
 
         // A retry of a command already stored answers its first result; the same id with other content is refused.
-        if let existing = try await dependency("s3", { try await deps.store.lookup(eventID: commandID) }) {
+        // Only a client's key can have been used before; a fresh UUID needs no lookup (one S3 GET less).
+        if idempotencyKey != nil, let existing = try await dependency("s3", { try await deps.store.lookup(eventID: commandID) }) {
             guard existing.contentHash == command.contentHash else {
                 throw ServiceError.conflict("event_id_reuse", "the idempotency key \(commandID) was used for another command", extra: ["event_id": .string(commandID)])
             }
