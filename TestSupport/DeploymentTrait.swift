@@ -13,15 +13,7 @@ public struct ControllableDeploymentTrait: TestTrait, TestScoping {
         let unmet = environment[variable].map { $0.isEmpty } == false
             ? UnmetRequirement(.notControllable, "\(variable) points at an external deployment, and this test \(why)")
             : nil
-        switch GuardDecision.decide(unmet, strict: TestInfrastructure.shared.isStrict) {
-        case .run:
-            try await function()
-        case .skip(let reason):
-            print("⚠️  \(test.name): \(reason)")
-            try Test.cancel(Comment(rawValue: reason))
-        case .fail(let reason):
-            Issue.record(Comment(rawValue: reason))
-        }
+        try await GuardDecision.decide(unmet, strict: TestInfrastructure.shared.isStrict).enforce(for: test, performing: function)
     }
 }
 

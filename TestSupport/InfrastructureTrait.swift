@@ -72,6 +72,21 @@ public enum GuardDecision: Equatable, Sendable {
 }
 
 /// A Swift Testing trait that checks infrastructure before a test runs; see `Trait.requires(_:)`.
+extension GuardDecision {
+    /// What every guard does with its decision: run the test, skip it saying why, or record the failure.
+    public func enforce(for test: Test, performing function: @Sendable () async throws -> Void) async throws {
+        switch self {
+        case .run:
+            try await function()
+        case .skip(let reason):
+            print("⚠️  \(test.name): \(reason)")
+            try Test.cancel(Comment(rawValue: reason))
+        case .fail(let reason):
+            Issue.record(Comment(rawValue: reason))
+        }
+    }
+}
+
 public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
     public let requirement: InfrastructureRequirement
     /// The infrastructure consulted; the process-wide one unless a test of the guard itself injects another.
@@ -89,15 +104,7 @@ public struct InfrastructureTrait: TestTrait, SuiteTrait, TestScoping {
             try await function()
             return
         }
-        switch await decision() {
-        case .run:
-            try await function()
-        case .skip(let reason):
-            print("⚠️  \(test.name): \(reason)")
-            try Test.cancel(Comment(rawValue: reason))
-        case .fail(let reason):
-            Issue.record(Comment(rawValue: reason))
-        }
+        try await decision().enforce(for: test, performing: function)
     }
 
     /// What the guard does for its test right now.

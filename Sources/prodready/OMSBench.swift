@@ -49,10 +49,14 @@ struct OMSBench: AsyncParsableCommand {
             guard let baseURL = urls.first?.1 else { throw ProdReadyError(.processFailed, "the OMS did not report its URL") }
             let token = try await TokenAuthority(secret: try ServiceSecrets.jwtSecret(home: home)).mint(subject: "bench", roles: ["admin"], tenant: "bench", ttl: .seconds(7200))
             let client = ServiceClient(baseURL: baseURL, token: token)
-            try await measure(client, services: StackServices(stackDirectory: stackDirectory))
+            let missed = try await measure(client, services: StackServices(stackDirectory: stackDirectory))
             try await StackServices(stackDirectory: stackDirectory).stopAll()
             try await stack.teardown(removeData: true)
             try? FileManager.default.removeItem(atPath: guardDirectory)
+            // Like every benchmark: a missed target is a failing exit status.
+            if missed { throw ExitCode(1) }
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
             try? await StackServices(stackDirectory: await stack.directory).stopAll()
             try? await stack.teardown(removeData: true)
@@ -61,7 +65,8 @@ struct OMSBench: AsyncParsableCommand {
         }
     }
 
-    private func measure(_ client: ServiceClient, services: StackServices) async throws {
+    /// Returns whether any measurement missed its target.
+    private func measure(_ client: ServiceClient, services: StackServices) async throws -> Bool {
         let database = "bench"
         try await command(client, "POST", "/api/v1/database/create", ["name": .string(database)])
         for name in ["Steady", "Burst"] {
@@ -138,7 +143,7 @@ struct OMSBench: AsyncParsableCommand {
         for record in await services.records() {
             print("peak resident memory of \(record.name): \(record.identity.flatMap { peakResidentMegabytes(pid: $0.pid) }.map { format($0) + " MB" } ?? "unknown")  (goal < 150 MB)")
         }
-        await validator.summarize()
+        return !(await validator.summarize()).isEmpty
     }
 
     /// Sends a command and waits until it completed.
