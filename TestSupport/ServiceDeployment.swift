@@ -65,15 +65,6 @@ public final class ServiceDeployment: Sendable {
     public func client(roles: [String] = ["admin"], tenant: String) async throws -> ServiceClient {
         ServiceClient(baseURL: baseURL, token: try await token(roles: roles, tenant: tenant))
     }
-
-    /// Waits until `name` answers 200 on `/health/ready` (after a start, restart or resume).
-    public func waitUntilReady(_ name: String, timeout: Duration = .seconds(60)) async throws {
-        let url = try self.url(of: name)
-        try await eventually("\(name) to answer 200 on /health/ready", timeout: timeout, interval: .milliseconds(100)) {
-            let answer = try await ServiceClient(baseURL: url).request("GET", "/health/ready", timeout: .seconds(2))
-            return answer.status == 200 ? .done(true) : .pending("\(answer)")
-        }
-    }
 }
 
 /// Starts `plan`'s processes on the stack behind `endpoints` (or uses `<baseURLVariable>` when it is set), waits

@@ -14,7 +14,7 @@ public struct OMSReadStore: Sendable {
         self.prefix = prefix
     }
 
-    public enum CommandState: String, Sendable, Comparable {
+    public enum CommandState: String, Sendable {
         case pending = "PENDING"
         case processing = "PROCESSING"
         case completed = "COMPLETED"
@@ -27,7 +27,6 @@ public struct OMSReadStore: Sendable {
             case .completed, .failed: 2
             }
         }
-        public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rank < rhs.rank }
     }
 
     func commandKey(_ id: String) -> String { "\(prefix)cmd:\(id)" }

@@ -77,14 +77,20 @@ public struct OMSWriteModel: Sendable {
 
     public func classes(of database: String) async throws -> [ClassRow] {
         let query: PostgresQuery = "SELECT class_id, label, properties::text, seq FROM \(unescaped: s).oms_classes WHERE database = \(database) ORDER BY class_id"
-        return try await rows(query, "reading the classes of \(database)").map { row in
-            let (id, label, properties, seq) = try row.decode((String, String, String, Int64).self)
-            return ClassRow(id: id, label: label, properties: try JSONDecoder().decode([OMSProperty].self, from: Data(properties.utf8)), seq: seq)
-        }
+        return try await rows(query, "reading the classes of \(database)").map(Self.classRow(from:))
     }
 
+    /// One class, read by its key: every instance command validates against it, so it must not read them all.
     public func classRow(_ database: String, _ classID: String) async throws -> ClassRow? {
-        try await classes(of: database).first { $0.id == classID }
+        let query: PostgresQuery = """
+            SELECT class_id, label, properties::text, seq FROM \(unescaped: s).oms_classes WHERE database = \(database) AND class_id = \(classID)
+            """
+        return try await rows(query, "reading class \(classID) of \(database)").first.map(Self.classRow(from:))
+    }
+
+    static func classRow(from row: PostgresRow) throws -> ClassRow {
+        let (id, label, properties, seq) = try row.decode((String, String, String, Int64).self)
+        return ClassRow(id: id, label: label, properties: try JSONDecoder().decode([OMSProperty].self, from: Data(properties.utf8)), seq: seq)
     }
 
     public struct InstanceRow: Sendable, Equatable {
