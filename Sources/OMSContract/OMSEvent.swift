@@ -90,11 +90,7 @@ public struct OMSEvent: Codable, Sendable, Equatable {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
             let text = try decoder.singleValueContainer().decode(String.self)
-            let formatter = ISO8601DateFormatter()
-            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            if let date = formatter.date(from: text) { return date }
-            formatter.formatOptions = [.withInternetDateTime]
-            guard let date = formatter.date(from: text) else {
+            guard let date = InternetTime.parse(text) else {
                 throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "not an RFC 3339 time: \(text)"))
             }
             return date
@@ -103,11 +99,7 @@ public struct OMSEvent: Codable, Sendable, Equatable {
     }()
 
     /// RFC 3339 with milliseconds, UTC.
-    public static func timestamp(_ date: Date) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: date)
-    }
+    public static func timestamp(_ date: Date) -> String { InternetTime.format(date) }
 }
 
 /// Name-based UUIDs (RFC 9562 version 5: SHA-1 of a namespace and a name).

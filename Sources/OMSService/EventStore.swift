@@ -1,8 +1,11 @@
 public import OMSContract
+import PostgresNIO
 public import ProdReadyCore
+import ProdReadyPostgres
 public import ProdReadyReliability
 public import ProdReadyS3
 import Foundation
+import Logging
 
 /// The OMS's source of truth: every command and domain event one immutable S3 object, written create-only.
 ///
@@ -10,10 +13,12 @@ import Foundation
 /// `indexes/by-event-id/<event id>.json` pointing at it. The database-wide sequence comes from the allocator
 /// (aggregate `<database>` of type `oms_event_log`), so the key order is the commit order.
 ///
-/// A sequence belongs to whoever first creates `slots/<database>/<sequence>` (create-only): the writer that
-/// reserved it, or the publisher closing it after the writer took too long. The slot names the event id, so the
-/// publisher's tombstone goes to the very key the late writer would use and one of the two create-only PUTs
-/// loses: a sequence never ends up with both an event and a tombstone. A writer that loses takes a new sequence.
+/// A sequence belongs to whoever first inserts its row into `oms_sequence_slots` (Postgres, next to the
+/// allocator): the writer that reserved it, or the publisher closing it after the writer took too long. The row
+/// names the event id, so the publisher's tombstone goes to the very key the late writer would use and one of
+/// the two create-only PUTs loses: a sequence never ends up with both an event and a tombstone. A writer that
+/// loses takes a new sequence. (The slot was an S3 object at first; a Postgres row costs a fraction of a PUT,
+/// and every command and domain event paid one.)
 ///
 /// Order of writes: slot, event, index. A writer dying before the index leaves an event the retry cannot see;
 /// the retry appends it again and consumers, which deduplicate by event id, apply it once. Writing the index
@@ -32,6 +37,7 @@ public struct OMSEventStore: Sendable {
     }
 
     public static let allocatorType = "oms_event_log"
+    static let logger = Logger(label: "oms.event-store")
 
     /// What the index stores for an event id.
     public struct IndexEntry: Codable, Sendable, Equatable {
@@ -63,7 +69,6 @@ public struct OMSEventStore: Sendable {
     }
     public static func eventPrefix(database: String) -> String { "events/\(database)/" }
     public static func indexKey(eventID: String) -> String { "indexes/by-event-id/\(eventID).json" }
-    public static func slotKey(database: String, sequence: Int64) -> String { "slots/\(database)/\(padded(sequence))" }
     static func padded(_ sequence: Int64) -> String {
         let digits = String(sequence)
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
@@ -106,8 +111,10 @@ public struct OMSEventStore: Sendable {
         var event = event
         event.sequence = sequence
         let key = Self.eventKey(database: event.database, sequence: sequence, eventID: event.eventID)
+        guard try await takeSlot(database: event.database, sequence: sequence, owner: event.eventID) == event.eventID else {
+            throw SequenceClosed(database: event.database, sequence: sequence)
+        }
         do {
-            _ = try await s3.putObject(bucket: bucket, key: Self.slotKey(database: event.database, sequence: sequence), body: Array(event.eventID.utf8), condition: .ifAbsent)
             _ = try await s3.putObject(bucket: bucket, key: key, body: event.encoded(), condition: .ifAbsent, contentType: "application/json")
         } catch let error as ProdReadyError where error.code == .preconditionFailed {
             throw SequenceClosed(database: event.database, sequence: sequence)
@@ -155,13 +162,7 @@ public struct OMSEventStore: Sendable {
     /// Closes a sequence its writer has not written: takes its slot (or, if the writer holds the slot, its event
     /// key) with a tombstone. Safe to repeat after a crash halfway.
     public func close(database: String, sequence: Int64, reason: String) async throws -> CloseOutcome {
-        let slot = Self.slotKey(database: database, sequence: sequence)
-        var owner = Self.closedSlot
-        do {
-            _ = try await s3.putObject(bucket: bucket, key: slot, body: Array(Self.closedSlot.utf8), condition: .ifAbsent)
-        } catch let error as ProdReadyError where error.code == .preconditionFailed {
-            owner = String(decoding: try await s3.getObject(bucket: bucket, key: slot).body, as: UTF8.self)
-        }
+        let owner = try await takeSlot(database: database, sequence: sequence, owner: Self.closedSlot)
         let key = Self.eventKey(database: database, sequence: sequence, eventID: owner)
         let tombstone = OMSEvent(
             eventID: owner == Self.closedSlot ? "tombstone-\(database)-\(sequence)" : owner, kind: .tombstone, eventType: "TOMBSTONE",
@@ -174,6 +175,24 @@ public struct OMSEventStore: Sendable {
             let stored = try await read(key: key)
             return stored.kind == .tombstone ? .tombstoned(key: key) : .written(key: key)
         }
+    }
+
+    /// Takes sequence `sequence` of `database` for `owner` unless someone holds it; returns who holds it now.
+    public func takeSlot(database: String, sequence: Int64, owner: String) async throws -> String {
+        let table = "\(allocator.schema.quoted).oms_sequence_slots"
+        // Under READ COMMITTED a conflicting row committed after this statement's snapshot is not visible to
+        // its SELECT: then nothing comes back and the next try sees it.
+        for _ in 0..<3 {
+            let query: PostgresQuery = """
+                WITH taken AS (
+                    INSERT INTO \(unescaped: table) (database, sequence, owner) VALUES (\(database), \(sequence), \(owner))
+                    ON CONFLICT (database, sequence) DO NOTHING RETURNING owner)
+                SELECT owner FROM taken UNION ALL SELECT owner FROM \(unescaped: table) WHERE database = \(database) AND sequence = \(sequence) LIMIT 1
+                """
+            let rows = try await queryRows(allocator.client, query, deadline: allocator.operationTimeout ?? .seconds(10), doing: "taking sequence \(sequence) of \(database)", logger: Self.logger)
+            if let holder = try rows.first?.decode(String.self) { return holder }
+        }
+        throw ProdReadyError(.protocolError, "sequence \(sequence) of \(database) has no owner after three tries to take it")
     }
 
     static func compare(_ existing: IndexEntry, with event: OMSEvent) throws -> AppendOutcome {

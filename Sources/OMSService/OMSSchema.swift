@@ -54,6 +54,19 @@ public enum OMSSchema {
                 );
                 """
             },
+            Migration(version: first + 2, name: "oms sequence slots") { s in
+                """
+                -- Who owns a reserved sequence of a database's event log: the event id of its writer, or
+                -- 'tombstone' once the publisher closed it. Rows of published events are deleted with the
+                -- checkpoint; tombstone rows stay, so a writer that comes back late is still refused.
+                CREATE TABLE \(s).oms_sequence_slots (
+                    database text NOT NULL,
+                    sequence bigint NOT NULL,
+                    owner text NOT NULL,
+                    PRIMARY KEY (database, sequence)
+                );
+                """
+            },
         ]
     }
 

@@ -39,6 +39,8 @@ public struct OMSSettings: Sendable {
     public var s3Region: String
     public var bucket: String
     public var kafkaServers: String
+    /// librdkafka properties applied on top of the embedded profile (SASL, TLS, tuning).
+    public var kafkaProperties: [String: String]
     public var topicPrefix: String
     public var redisURL: String
     public var redisPrefix: String
@@ -66,6 +68,9 @@ public struct OMSSettings: Sendable {
         let kafka = reader.text(value("--kafka-bootstrap-servers"), flag: "--kafka-bootstrap-servers", env: "KAFKA_BOOTSTRAP_SERVERS", expected: "host:port[,host:port…]") { text in
             text.split(separator: ",").allSatisfy { server in server.split(separator: ":").last.flatMap { Int($0) }.map { (1...65535).contains($0) } ?? false }
         }
+        let kafkaProperties = reader.text(value("--kafka-properties"), flag: "--kafka-properties", env: "OMS_KAFKA_PROPERTIES", default: "", expected: "key=value[,key=value…]") {
+            OMSSettings.keyValues($0) != nil
+        }
         let topicPrefix = reader.text(value("--topic-prefix"), flag: "--topic-prefix", env: "OMS_TOPIC_PREFIX", default: "", expected: "letters, digits, '.', '_' and '-'") { $0.range(of: "^[A-Za-z0-9._-]{0,100}$", options: .regularExpression) != nil }
         let redis = reader.text(value("--redis-url"), flag: "--redis-url", env: "REDIS_URL", secret: true, expected: "redis://[:password@]host:port[/db]") { (try? RedisEndpoint(url: $0)) != nil }
         let redisPrefix = reader.text(value("--redis-prefix"), flag: "--redis-prefix", env: "OMS_REDIS_PREFIX", default: "oms:", expected: "a key prefix without spaces") { !$0.contains(" ") }
@@ -90,8 +95,23 @@ public struct OMSSettings: Sendable {
         try reader.finish()
         return OMSSettings(
             postgresURL: url, schema: schema, s3Endpoint: s3, s3AccessKey: accessKey, s3SecretKey: secretKey, s3Region: region, bucket: bucket, kafkaServers: kafka,
+            kafkaProperties: OMSSettings.keyValues(kafkaProperties) ?? [:],
             topicPrefix: topicPrefix, redisURL: redis, redisPrefix: redisPrefix, groupPrefix: groupPrefix, host: host, port: port, lease: lease, heartbeat: heartbeat,
             gapTimeout: gap, jwtSecret: secret)
+    }
+}
+
+extension OMSSettings {
+    /// `key=value[,key=value…]` as a dictionary; nil when an entry has no `=` or an empty key. Empty text is none.
+    static func keyValues(_ text: String) -> [String: String]? {
+        var result: [String: String] = [:]
+        for entry in text.split(separator: ",") {
+            guard let equals = entry.firstIndex(of: "=") else { return nil }
+            let key = entry[..<equals].trimmingCharacters(in: .whitespaces)
+            guard !key.isEmpty else { return nil }
+            result[key] = entry[entry.index(after: equals)...].trimmingCharacters(in: .whitespaces)
+        }
+        return result
     }
 }
 
@@ -107,7 +127,12 @@ public enum OMSProcess {
         let readStore = OMSReadStore(redis: redis, prefix: settings.redisPrefix)
         let writeModel = OMSWriteModel(client: postgres, schema: schema, logger: logger)
         let topics = OMSTopics(prefix: settings.topicPrefix)
-        let kafka = KafkaConfiguration.embedded(bootstrapServers: settings.kafkaServers, clientID: kind.rawValue)
+        var kafka = KafkaConfiguration.embedded(bootstrapServers: settings.kafkaServers, clientID: kind.rawValue)
+        kafka.properties.merge(settings.kafkaProperties) { _, given in given }
+        // The embedded broker (Tansu) answers a fetch only when fetch.wait.max.ms ran out, even when a message
+        // arrived meanwhile: librdkafka's 500 ms default put up to half a second on each of the two hops.
+        var consumerConfiguration = kafka
+        consumerConfiguration.properties.merge(["fetch.wait.max.ms": "20"]) { given, _ in given }
         let isWorker = kind == .instanceWorker || kind == .projectionWorker
         let readiness = Readiness(waitingFor: isWorker ? ["migrations", OMSWorkerSettings.joinedCondition] : ["migrations"])
         let authority = try await TokenAuthority(secret: settings.jwtSecret)
@@ -133,13 +158,13 @@ public enum OMSProcess {
             services.append(OMSPublisher(store: store, postgres: postgres, schema: schema, producer: producer, settings: .init(topics: topics, gapTimeout: settings.gapTimeout), crashPoints: crashPoints, logger: logger))
         case .instanceWorker:
             router.addHealthRoutes(checks: [postgresCheck, s3Check, kafkaCheck], readiness: readiness)
-            let consumer = try KafkaConsumer(configuration: kafka, groupID: workerSettings.groupID)
+            let consumer = try KafkaConsumer(configuration: consumerConfiguration, groupID: workerSettings.groupID, autoCommitInterval: OMSWorkerSettings.commitInterval)
             services.append(OMSInstanceWorker(
                 consumer: consumer, registry: try ProcessedEventRegistry(client: postgres, schema: schema, options: registryOptions), writeModel: writeModel,
                 store: store, readStore: readStore, settings: workerSettings, crashPoints: crashPoints, logger: logger))
         case .projectionWorker:
             router.addHealthRoutes(checks: [postgresCheck, kafkaCheck, HealthCheck("redis") { try await readStore.ping() }], readiness: readiness)
-            let consumer = try KafkaConsumer(configuration: kafka, groupID: workerSettings.groupID)
+            let consumer = try KafkaConsumer(configuration: consumerConfiguration, groupID: workerSettings.groupID, autoCommitInterval: OMSWorkerSettings.commitInterval)
             services.append(OMSProjectionWorker(
                 consumer: consumer, registry: try ProcessedEventRegistry(client: postgres, schema: schema, options: registryOptions), readStore: readStore,
                 settings: workerSettings, crashPoints: crashPoints, logger: logger))

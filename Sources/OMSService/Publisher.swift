@@ -139,7 +139,12 @@ public actor OMSPublisher: Service {
             }
             crashPoints?.reach("after_publish")
             let tombstones = events.count - messages.count
+            // Published sequences' slots are no longer contested (their events exist); tombstoned ones keep
+            // theirs so a late writer is still refused.
             let upsert: PostgresQuery = """
+                WITH released AS (
+                    DELETE FROM \(unescaped: schema.quoted).oms_sequence_slots
+                    WHERE database = \(database) AND sequence <= \(expected - 1) AND owner <> \(OMSEventStore.closedSlot))
                 INSERT INTO \(unescaped: schema.quoted).oms_publisher_checkpoints (database, last_sequence, tombstones)
                 VALUES (\(database), \(expected - 1), \(Int64(tombstones)))
                 ON CONFLICT (database) DO UPDATE SET last_sequence = greatest(oms_publisher_checkpoints.last_sequence, excluded.last_sequence),

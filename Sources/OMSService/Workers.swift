@@ -7,7 +7,8 @@ public import ProdReadyService
 public import ServiceLifecycle
 
 /// What both workers share: read a topic as a consumer group, handle each message until it is handled (a
-/// dependency that is down is retried, a message is never skipped), then commit its offset.
+/// dependency that is down is retried, a message is never skipped), then store its offset for the consumer's
+/// background commit.
 public struct OMSWorkerSettings: Sendable {
     public var topics: OMSTopics
     /// The consumer group; deployments sharing a broker use groups of their own.
@@ -21,6 +22,8 @@ public struct OMSWorkerSettings: Sendable {
     public static let joinedCondition = "consumer joined"
     /// The readiness condition the process satisfies once migrations ran and topics exist.
     public static let preparedCondition = "migrations"
+    /// How often the workers' handled offsets are committed in the background.
+    public static let commitInterval: Duration = .milliseconds(500)
     /// Set to make `/health/ready` wait for the group join.
     public var readiness: Readiness?
 
@@ -108,11 +111,18 @@ extension OMSEventHandling {
                 for await done in group { all = all && done }
                 return all
             }
-            // Shut down mid-batch: nothing committed, the batch is delivered again to whoever reads next.
+            // Shut down mid-batch: nothing stored, the batch is delivered again to whoever reads next.
             guard finished else { return }
-            var last: [String: KafkaMessage] = [:]
-            for message in messages { last["\(message.topic)#\(message.partition)"] = message }
-            for message in last.values { try await commit(message, consumer) }
+            // Stored offsets are committed in the background (the consumer's automatic commit interval) and on
+            // close: a synchronous commit per batch held the next poll for a broker round trip, which on the
+            // embedded broker (offsets written to S3) was most of a hop's latency. A crash redelivers what was
+            // handled since the last commit; the registry absorbs it.
+            do {
+                try await consumer.store(messages)
+            } catch {
+                // The partitions were revoked meanwhile: their new owner reads the batch again.
+                logger.warning("offsets not stored; the batch will be read again", metadata: ["error": "\(error)"])
+            }
         }
     }
 
@@ -128,19 +138,6 @@ extension OMSEventHandling {
                 logger.warning("handling failed; retrying", metadata: ["event_id": "\(event.eventID)", "error": "\(error)"])
                 if Task.isShuttingDownGracefully || Task.isCancelled { return false }
                 do { try await Task.sleep(for: settings.retryInterval) } catch { return false }
-            }
-        }
-    }
-
-    private func commit(_ message: KafkaMessage, _ consumer: KafkaConsumer) async throws {
-        while true {
-            do {
-                try await consumer.commit(message)
-                return
-            } catch {
-                // The broker is down: the commit waits for it (a redelivery would only be absorbed anyway).
-                logger.warning("offset commit failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: settings.retryInterval)
             }
         }
     }
@@ -185,7 +182,7 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
         case .inProgress:
             // Another worker's lease is live: it finishes, or its lease lapses and the next try takes over.
             throw ProdReadyError(.timeout, "\(command.eventID) is being handled by another worker", retriable: true)
-        case .claimed:
+        case .claimed(let attempt):
             await recordStatus(command, .processing)
             crashPoints?.reach("after_claim")
             do {
@@ -196,7 +193,10 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
                         eventID: UUIDv5.domainEventID(commandID: command.commandID, eventType: type.resultingEvent, aggregateID: command.aggregateID), kind: .domain,
                         eventType: type.resultingEvent, database: command.database, aggregateID: command.aggregateID, aggregateSequence: command.aggregateSequence,
                         commandID: command.commandID, actor: command.actor, tenant: command.tenant, correlationID: command.correlationID, payload: result)
-                    _ = try await store.append(domain)
+                    // A first attempt cannot have stored the domain event before, so the index lookup (an S3
+                    // GET) is only needed on a retry; even a wrong guess is safe: the create-only index write
+                    // then finds the first copy and answers its result.
+                    _ = try await store.append(domain, checkedAbsent: attempt == 1)
                 }
             } catch let failure as OMSValidationError {
                 // The command cannot apply: that is its final outcome, not a reason to retry.

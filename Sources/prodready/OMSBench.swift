@@ -13,9 +13,10 @@ struct OMSBench: AsyncParsableCommand {
         discussion: """
         Boots a private stack (postgres, kafka, redis, s3) and the OMS's four processes, then: (1) sends creates at \
         --rate per second for --seconds, open loop, and records each POST's latency and the time from its 202 until \
-        the graph shows the instance FULL (the graph is polled every 50 ms, so convergence times are up to 50 ms \
-        late); (2) sends --burst creates with --concurrency in flight as fast as the API takes them and measures \
-        the rate from the first send until the last one converged. Prints percentiles next to the targets of \
+        the graph shows the instance FULL (instances go 25 to a class and the graph of each class with pending \
+        instances is polled every 50 ms, so convergence times are up to 50 ms late); (2) sends --burst creates \
+        with --concurrency in flight as fast as the API takes them and measures the rate from the first send until \
+        the last one converged. Prints percentiles next to the targets of \
         SPEC-oms and each process's peak resident memory. Everything is torn down afterwards.
         """
     )
@@ -65,36 +66,42 @@ struct OMSBench: AsyncParsableCommand {
         }
     }
 
+    /// Instances per class. The graph is read per class, so a poll costs the same at the end of a run as at its
+    /// start: reading one class of thousands of nodes every 50 ms would load the API more than the commands do.
+    static let instancesPerClass = 25
+
     /// Returns whether any measurement missed its target.
     private func measure(_ client: ServiceClient, services: StackServices) async throws -> Bool {
         let database = "bench"
         try await command(client, "POST", "/api/v1/database/create", ["name": .string(database)])
-        for name in ["Steady", "Burst"] {
-            try await command(client, "POST", "/api/v1/database/\(database)/ontology", ["id": .string(name), "properties": [["name": "name", "type": "string", "required": true]]])
-        }
+        let total = rate * seconds
+        let steadyClasses = ClassBuckets(prefix: "Steady", count: total, perClass: Self.instancesPerClass)
+        let burstClasses = ClassBuckets(prefix: "Burst", count: burst, perClass: Self.instancesPerClass)
+        progress("creating \(steadyClasses.names.count + burstClasses.names.count) classes of \(Self.instancesPerClass) instances each")
+        try await createClasses(client, database: database, names: steadyClasses.names + burstClasses.names)
         let validator = PerformanceValidator()
         let clock = ContinuousClock()
 
         // 1. Steady rate, open loop.
-        let total = rate * seconds
         progress("steady phase: \(total) creates at \(rate)/s")
         let tracker = ConvergenceTracker()
         var post = await validator.newMeasurement("OMS POST create (API latency alone, \(rate)/s)", thresholds: [])
         var converge = await validator.newMeasurement("OMS command accepted -> graph FULL at \(rate) commands/s", thresholds: [.latency(percentile: 95, atMost: .milliseconds(500))])
-        let poller = Task { await tracker.poll(client, path: "/api/v1/graph/\(database)?class=Steady", until: total) }
+        let poller = Task { await tracker.poll(client, database: database, until: total) }
         let began = clock.now
         let postLatencies = try await withThrowingTaskGroup(of: Duration?.self) { group in
             for index in 0..<total {
                 let due = began + .milliseconds(Int64(index) * 1000 / Int64(rate))
                 try await clock.sleep(until: due)
+                let className = steadyClasses.name(of: index)
                 group.addTask {
                     let sent = clock.now
                     // A request that times out or is refused is counted, not fatal: the figures say how many.
-                    guard let answer = try? await client.request("POST", "/api/v1/instances/\(database)/async/Steady/create", json: ["data": ["name": .string("steady \(index)")], "instance_id": .string("s\(index)")], timeout: .seconds(30)),
+                    guard let answer = try? await client.request("POST", "/api/v1/instances/\(database)/async/\(className)/create", json: ["data": ["name": .string("steady \(index)")], "instance_id": .string("s\(index)")], timeout: .seconds(30)),
                         answer.status == 202
                     else { await tracker.refused(); return nil }
                     let accepted = clock.now
-                    await tracker.accepted("s\(index)", at: accepted)
+                    await tracker.accepted("s\(index)", className: className, at: accepted)
                     return accepted - sent
                 }
             }
@@ -117,15 +124,16 @@ struct OMSBench: AsyncParsableCommand {
         // 2. Burst: as fast as the API takes them, until the last one converged.
         progress("burst phase: \(burst) creates, \(concurrency) in flight")
         let burstTracker = ConvergenceTracker()
-        let burstPoller = Task { await burstTracker.poll(client, path: "/api/v1/graph/\(database)?class=Burst", until: burst, interval: .milliseconds(200)) }
+        let burstPoller = Task { await burstTracker.poll(client, database: database, until: burst, interval: .milliseconds(200)) }
         let burstBegan = clock.now
         try await withThrowingTaskGroup(of: Void.self) { group in
             for worker in 0..<concurrency {
                 group.addTask {
                     var index = worker
                     while index < burst {
-                        let answer = try? await client.request("POST", "/api/v1/instances/\(database)/async/Burst/create", json: ["data": ["name": .string("burst \(index)")], "instance_id": .string("b\(index)")], timeout: .seconds(30))
-                        if answer?.status == 202 { await burstTracker.accepted("b\(index)", at: clock.now) } else { await burstTracker.refused() }
+                        let className = burstClasses.name(of: index)
+                        let answer = try? await client.request("POST", "/api/v1/instances/\(database)/async/\(className)/create", json: ["data": ["name": .string("burst \(index)")], "instance_id": .string("b\(index)")], timeout: .seconds(30))
+                        if answer?.status == 202 { await burstTracker.accepted("b\(index)", className: className, at: clock.now) } else { await burstTracker.refused() }
                         index += concurrency
                     }
                 }
@@ -146,6 +154,30 @@ struct OMSBench: AsyncParsableCommand {
         return !(await validator.summarize()).isEmpty
     }
 
+    /// Sends every class's ontology command at once (16 in flight), then waits until the ontology lists them all.
+    private func createClasses(_ client: ServiceClient, database: String, names: [String]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, name) in names.enumerated() {
+                if index >= 16 { try await group.next() }
+                group.addTask {
+                    let answer = try await client.request("POST", "/api/v1/database/\(database)/ontology", json: ["id": .string(name), "properties": [["name": "name", "type": "string", "required": true]]])
+                    guard answer.status == 202 else { throw ProdReadyError(.protocolError, "creating class \(name) → \(answer)") }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(120)
+        var missing = Set(names)
+        while !missing.isEmpty {
+            let listed = try await client.get("/api/v1/database/\(database)/ontology").data?["ontologies"]?.arrayValue ?? []
+            missing.subtract(listed.compactMap { $0["id"]?.stringValue })
+            guard !missing.isEmpty else { return }
+            guard clock.now < deadline else { throw ProdReadyError(.timeout, "\(missing.count) of \(names.count) classes did not exist after 120 s, e.g. \(missing.sorted().prefix(3))") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     /// Sends a command and waits until it completed.
     private func format(_ value: Double) -> String { String(Int(value.rounded())) }
 
@@ -164,33 +196,64 @@ struct OMSBench: AsyncParsableCommand {
     }
 }
 
+/// Which class the `index`-th instance of a phase goes to: `<prefix><index / perClass>`.
+struct ClassBuckets: Sendable {
+    var prefix: String
+    var perClass: Int
+    var names: [String]
+
+    init(prefix: String, count: Int, perClass: Int) {
+        self.prefix = prefix
+        self.perClass = perClass
+        names = (0..<((count + perClass - 1) / perClass)).map { "\(prefix)\($0)" }
+    }
+
+    func name(of index: Int) -> String { "\(prefix)\(index / perClass)" }
+}
+
 /// When each accepted command was acknowledged and when the graph first showed it FULL.
 actor ConvergenceTracker {
     private var acceptedAt: [String: ContinuousClock.Instant] = [:]
+    /// Accepted, not yet seen FULL, per class: the only classes a poll reads.
+    private var pending: [String: Set<String>] = [:]
     private var converged: Set<String> = []
     private(set) var latencies: [Duration] = []
     private(set) var refusals = 0
     private(set) var lastConverged: ContinuousClock.Instant?
 
-    func accepted(_ id: String, at instant: ContinuousClock.Instant) { acceptedAt[id] = instant }
+    func accepted(_ id: String, className: String, at instant: ContinuousClock.Instant) {
+        acceptedAt[id] = instant
+        pending[className, default: []].insert(id)
+    }
     func refused() { refusals += 1 }
 
-    func observe(full ids: [String], at instant: ContinuousClock.Instant) {
+    func observe(full ids: [String], className: String, at instant: ContinuousClock.Instant) {
         for id in ids where !converged.contains(id) {
             guard let accepted = acceptedAt[id] else { continue }
             converged.insert(id)
+            pending[className]?.remove(id)
             latencies.append(instant - accepted)
             lastConverged = instant
         }
+        if pending[className]?.isEmpty == true { pending[className] = nil }
     }
 
     var done: Int { converged.count }
+    var pendingClasses: [String] { pending.keys.sorted() }
 
-    func poll(_ client: ServiceClient, path: String, until count: Int, interval: Duration = .milliseconds(50)) async {
+    /// Reads the graph of every class with pending instances (4 at a time) every `interval`.
+    func poll(_ client: ServiceClient, database: String, until count: Int, interval: Duration = .milliseconds(50)) async {
         let clock = ContinuousClock()
         while !Task.isCancelled && done < count {
-            if let nodes = try? await client.get(path).data?["nodes"]?.arrayValue {
-                observe(full: nodes.filter { $0["data_status"] == "FULL" }.compactMap { $0["id"]?.stringValue }, at: clock.now)
+            await withTaskGroup(of: Void.self) { group in
+                for (index, className) in pendingClasses.enumerated() {
+                    if index >= 4 { await group.next() }
+                    group.addTask {
+                        guard let nodes = try? await client.get("/api/v1/graph/\(database)?class=\(className)").data?["nodes"]?.arrayValue else { return }
+                        let full = nodes.filter { $0["data_status"] == "FULL" }.compactMap { $0["id"]?.stringValue }
+                        await self.observe(full: full, className: className, at: clock.now)
+                    }
+                }
             }
             try? await Task.sleep(for: interval)
         }

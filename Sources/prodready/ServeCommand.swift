@@ -46,6 +46,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("kafka-bootstrap-servers"), help: "host:port[,host:port…]. Env: KAFKA_BOOTSTRAP_SERVERS.")
     var kafkaBootstrapServers: String?
 
+    @Option(name: .customLong("kafka-properties"), help: "Extra librdkafka properties for the process's Kafka clients, key=value[,key=value…] (SASL, TLS or tuning; default none). Env: OMS_KAFKA_PROPERTIES.")
+    var kafkaProperties: String?
+
     @Option(name: .customLong("topic-prefix"), help: "Prefix of the instance_commands and instance_events topics (default none). Env: OMS_TOPIC_PREFIX.")
     var topicPrefix: String?
 
@@ -91,6 +94,7 @@ struct ServeCommand: AsyncParsableCommand {
             "--s3-region": s3Region,
             "--bucket": bucket,
             "--kafka-bootstrap-servers": kafkaBootstrapServers,
+            "--kafka-properties": kafkaProperties,
             "--topic-prefix": topicPrefix,
             "--redis-url": redisURL,
             "--redis-prefix": redisPrefix,

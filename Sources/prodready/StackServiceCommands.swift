@@ -12,13 +12,15 @@ struct ServiceCatalogEntry {
     var components: [Component]
     var baseURLVariable: String
     var apiProcess: String
+    /// The environment variables of the service's settings start with this (`OMS_`).
+    var settingsPrefix: String
 }
 
 enum ServiceCatalog {
     static let entries: [ServiceCatalogEntry] = [
         ServiceCatalogEntry(
             name: "oms", processes: OMSProcessKind.allCases.map(\.rawValue), components: [.postgres, .kafka, .redis, .s3], baseURLVariable: "OMS_BASE_URL",
-            apiProcess: OMSProcessKind.api.rawValue)
+            apiProcess: OMSProcessKind.api.rawValue, settingsPrefix: "OMS_")
     ]
 
     static var allProcesses: [String] { entries.flatMap(\.processes) }
@@ -66,6 +68,11 @@ func startServices(_ services: [ServiceCatalogEntry], stackDirectory directory: 
     let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var environment: [String: String] = ["PRODREADY_HOME": home]
     for name in ["PATH", "HOME", "LANG", "LOG_LEVEL"] { environment[name] = ProcessInfo.processInfo.environment[name] }
+    // A service's own settings (OMS_LEASE_SECONDS, OMS_KAFKA_PROPERTIES, …) reach its processes; the stack's
+    // endpoints below win over anything inherited.
+    for (name, value) in ProcessInfo.processInfo.environment where services.contains(where: { name.hasPrefix($0.settingsPrefix) }) {
+        environment[name] = value
+    }
     for entry in endpoints.environment { environment[entry.name] = entry.value }
     environment[ServiceSecrets.environmentVariable] = try ServiceSecrets.jwtSecret(home: home)
     try FileManager.default.createDirectory(atPath: directory + "/services", withIntermediateDirectories: true)
