@@ -23,6 +23,7 @@ public struct OMSIsolation: Sendable {
     public let redisPrefix: String
     public let groupPrefix: String
 
+    /// A fresh isolation for a deployment the test starts.
     public init() {
         let name = uniqueName("oms").replacingAll("-", with: "_")
         schema = name
@@ -32,14 +33,25 @@ public struct OMSIsolation: Sendable {
         groupPrefix = name + "."
     }
 
+    /// Where an external deployment keeps its data: its settings' variables, else the services' defaults.
+    public init(externalDeploymentEnvironment environment: [String: String]) {
+        func value(_ name: String, _ fallback: String) -> String { environment[name].flatMap { $0.isEmpty ? nil : $0 } ?? fallback }
+        schema = value("OMS_SCHEMA", "oms")
+        bucket = value("OMS_BUCKET", "oms-events")
+        topicPrefix = value("OMS_TOPIC_PREFIX", "")
+        redisPrefix = value("OMS_REDIS_PREFIX", "oms:")
+        groupPrefix = value("OMS_GROUP_PREFIX", "")
+    }
+
     public var environment: [String: String] {
         ["OMS_SCHEMA": schema, "OMS_BUCKET": bucket, "OMS_TOPIC_PREFIX": topicPrefix, "OMS_REDIS_PREFIX": redisPrefix, "OMS_GROUP_PREFIX": groupPrefix]
     }
 }
 
 /// Runs `body` with an OMS deployment: the four processes on the stack behind `endpoints` (the suite's shared stack
-/// unless given), each with `extraEnvironment` (crash points, leases), or `OMS_BASE_URL`'s deployment when set.
-/// Afterwards the processes stop and the deployment's schema, bucket and Redis keys are removed.
+/// unless given), each with `extraEnvironment` (crash points, leases), or `OMS_BASE_URL`'s deployment when set
+/// (then `body`'s isolation says where that deployment keeps its data). Afterwards the processes stop and the
+/// deployment's schema, bucket and Redis keys are removed (never an external deployment's).
 public func withOMSDeployment<Result: Sendable>(
     endpoints: StackEndpoints? = nil,
     extraEnvironment: [String: String] = [:],
@@ -49,14 +61,17 @@ public func withOMSDeployment<Result: Sendable>(
         if let endpoints { return endpoints }
         return try await TestInfrastructure.shared.endpoints(for: [.postgres, .kafka, .redis, .s3])
     }()
-    let isolation = OMSIsolation()
+    let environment = ProcessInfo.processInfo.environment
+    let external = environment["OMS_BASE_URL"].map { !$0.isEmpty } ?? false
+    let isolation = external ? OMSIsolation(externalDeploymentEnvironment: environment) : OMSIsolation()
     let plan = ServiceDeploymentPlan(
         service: "oms", baseURLVariable: "OMS_BASE_URL", processes: OMSProcessName.all, apiProcess: OMSProcessName.api,
         environment: isolation.environment.merging(extraEnvironment) { $1 })
     return try await runThenCleanUp({
         try await withServiceDeployment(plan, endpoints: endpoints) { try await body($0, isolation) }
     }, cleanUp: {
-        guard ProcessInfo.processInfo.environment["OMS_BASE_URL"].map(\.isEmpty) ?? true else { return }
+        // An external deployment's data is its own: a test removes only what it created through the API.
+        guard !external else { return }
         if let url = endpoints.postgresURL {
             try await withPostgresClient(url) { client in
                 _ = try await client.query(PostgresQuery(unsafeSQL: "DROP SCHEMA IF EXISTS \"\(isolation.schema)\" CASCADE"))

@@ -31,7 +31,7 @@ struct OMSContractHTTPTests {
     func badInput() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))
-            let db = "bad_input"
+            let db = uniqueName("bad_input")
             try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(db)])
             try await completed(oms, "POST", "/api/v1/database/\(db)/ontology", productOntology)
             let created = try await completed(oms, "POST", "/api/v1/instances/\(db)/async/Product/create", ["data": ["name": "x"]])
@@ -78,7 +78,8 @@ struct OMSContractHTTPTests {
     func openAPI() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))
-            try await completed(oms, "POST", "/api/v1/database/create", ["name": "api_db"])
+            let db = uniqueName("api_db")
+            try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(db)])
             let document = try #require(try await ServiceClient(baseURL: deployment.baseURL).get("/openapi.json").body)
             #expect(document["openapi"] == "3.1.0")
             var listed: Set<String> = []
@@ -91,7 +92,7 @@ struct OMSContractHTTPTests {
             #expect(listed == omsRoutes, "missing: \(omsRoutes.subtracting(listed).sorted()); extra: \(listed.subtracting(omsRoutes).sorted())")
             for route in listed.sorted() {
                 let parts = route.split(separator: " ", maxSplits: 1).map(String.init)
-                var path = parts[1].replacingOccurrences(of: "{db}", with: "api_db").replacingOccurrences(of: "{class}", with: "Product")
+                var path = parts[1].replacingOccurrences(of: "{db}", with: db).replacingOccurrences(of: "{class}", with: "Product")
                     .replacingOccurrences(of: "{id}", with: "x").replacingOccurrences(of: "{command_id}", with: "c").replacingOccurrences(of: "{branch}", with: "main")
                 if parts[0] == "DELETE" || parts[0] == "PUT" { path += "?expected_seq=0" }
                 if path.hasSuffix("/diff") { path += "?from_ref=@0&to_ref=main" }
@@ -133,7 +134,7 @@ struct OMSContractHTTPTests {
     func gracefulTermination() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))
-            let db = "sigterm_db"
+            let db = uniqueName("sigterm_db")
             try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(db)])
             try await completed(oms, "POST", "/api/v1/database/\(db)/ontology", productOntology)
             let ledger = OperationLedger()

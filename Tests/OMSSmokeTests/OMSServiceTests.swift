@@ -40,7 +40,7 @@ struct OMSServiceTests {
     func smoke() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))
-            let db = "smoke_db"
+            let db = uniqueName("smoke_db")
             try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(db), "description": "smoke"])
             #expect(try await oms.get("/api/v1/database/exists/\(db)").data?["exists"] == true)
             #expect(try await oms.post("/api/v1/database/create", ["name": .string(db)]).status == 409, "an existing name")
@@ -123,12 +123,12 @@ struct OMSServiceTests {
     }
 
     @Test("convergence of 40 concurrent commands by the seed's whole definition (index in S3, instance row done, deterministic domain event, projection row done, read-model document, graph FULL), with loss accounting",
-          .ownDeployment("OMS_BASE_URL", because: "reads the deployment's bucket, schema and Redis keys"))
+          .readsStores(of: "OMS_BASE_URL", through: omsStoreVariables, because: "reads the deployment's bucket, schema and Redis keys"))
     func convergence() async throws {
         let endpoints = try await TestInfrastructure.shared.endpoints(for: [.postgres, .kafka, .redis, .s3])
         try await withOMSDeployment(endpoints: endpoints) { deployment, isolation in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))
-            let db = "converge"
+            let db = uniqueName("converge")
             try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(db)])
             try await completed(oms, "POST", "/api/v1/database/\(db)/ontology", productOntology)
 

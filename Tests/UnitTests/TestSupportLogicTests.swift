@@ -92,3 +92,32 @@ actor Lines {
     var all: [String] = []
     func append(_ line: String) { all.append(line) }
 }
+
+@Suite("Which tests run against an external deployment")
+struct ExternalDeploymentGateTests {
+    let stores = ["POSTGRES_URL", "S3_ENDPOINT_URL|MINIO_ENDPOINT_URL", "REDIS_URL"]
+
+    @Test("without the deployment variable every test runs on its own deployment")
+    func ownDeployment() {
+        #expect(ControllableDeploymentTrait.unmet(variable: "OMS_BASE_URL", why: "x", enoughWith: [], environment: [:]) == nil)
+        #expect(ControllableDeploymentTrait.unmet(variable: "OMS_BASE_URL", why: "x", enoughWith: stores, environment: ["OMS_BASE_URL": ""]) == nil)
+    }
+
+    @Test("a test that controls processes never runs against an external deployment")
+    func controlling() throws {
+        let unmet = try #require(ControllableDeploymentTrait.unmet(variable: "OMS_BASE_URL", why: "sends SIGTERM to its processes", enoughWith: [], environment: ["OMS_BASE_URL": "http://oms", "POSTGRES_URL": "postgresql://x"]))
+        #expect(unmet.kind == .notControllable)
+        #expect(unmet.reason.contains("sends SIGTERM to its processes"))
+    }
+
+    @Test("a test that reads the stores runs when every store variable is set (either alternative), and names the missing ones otherwise")
+    func readingStores() throws {
+        let external = ["OMS_BASE_URL": "http://oms", "POSTGRES_URL": "postgresql://x", "MINIO_ENDPOINT_URL": "http://s3", "REDIS_URL": "redis://r"]
+        #expect(ControllableDeploymentTrait.unmet(variable: "OMS_BASE_URL", why: "reads", enoughWith: stores, environment: external) == nil)
+        var missing = external
+        missing["MINIO_ENDPOINT_URL"] = nil
+        missing["REDIS_URL"] = ""
+        let unmet = try #require(ControllableDeploymentTrait.unmet(variable: "OMS_BASE_URL", why: "reads", enoughWith: stores, environment: missing))
+        #expect(unmet.reason.hasSuffix("set S3_ENDPOINT_URL or MINIO_ENDPOINT_URL, REDIS_URL as well"), "\(unmet.reason)")
+    }
+}
