@@ -158,6 +158,24 @@ let package = Package(
             ],
             swiftSettings: strictSwift
         ),
+        // Chaos runs, shared by the suites and `prodready chaos`: fault schedules drawn from a seed, the fault
+        // injector over a ChaosControl, a bounded load generator, scenario reports. No Swift Testing.
+        .target(
+            name: "ProdReadyChaos",
+            dependencies: ["ProdReadyCore", "ProdReadyInfra", "ProdReadyVerification"],
+            swiftSettings: strictSwift
+        ),
+        // The OMS's chaos scenarios (SPEC-oms items 3, 4 and 6) and its convergence check, over HTTP and its stores.
+        .target(
+            name: "OMSChaos",
+            dependencies: [
+                "ProdReadyChaos", "OMSContract", "ProdReadyCore", "ProdReadyInfra", "ProdReadyService", "ProdReadyVerification", "ProdReadyPostgres",
+                "ProdReadyRedis", "ProdReadyS3", "ProdReadyKafka",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSwift
+        ),
         .target(
             name: "ProdReadyInfra",
             dependencies: [
@@ -174,6 +192,7 @@ let package = Package(
             name: "prodready",
             dependencies: [
                 "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyService", "OMSService",
+                "ProdReadyChaos", "OMSChaos", "ProdReadyVerification", "ProdReadyRedis", "ProdReadyS3",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -185,7 +204,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "ProdReadyInfra", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
-                "ProdReadyVerification", "ProdReadyService",
+                "ProdReadyVerification", "ProdReadyService", "ProdReadyChaos", "OMSChaos",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -233,7 +252,7 @@ let package = Package(
         ),
         // The five production-readiness suites.
         // The OMS suite starts `prodready outbox relay` as a child process to kill it.
-        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready", "OMSContract", "OMSService", "ProdReadyService"], swiftSettings: strictSwift),
+        .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready", "OMSContract", "OMSService", "ProdReadyService", "OMSChaos", "ProdReadyChaos"], swiftSettings: strictSwift),
         .testTarget(name: "MSAAuditFlowTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "DurabilityTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "JobPipelineTests", dependencies: suiteDependencies, swiftSettings: strictSwift),

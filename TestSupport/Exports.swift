@@ -4,3 +4,5 @@
 @_exported public import ProdReadyVerification
 // Suites talk to the reference services with the same client and tokens `prodready bench` uses.
 @_exported public import ProdReadyService
+// Seeded schedules, faults and load: the same implementation `prodready chaos` runs.
+@_exported public import ProdReadyChaos

@@ -73,16 +73,19 @@ public actor ServiceProcess {
     public var pid: Int32? { process?.pid }
     public var isRunning: Bool { process?.isAlive ?? false }
 
-    /// Starts the process and waits until it is ready (or exits, or `timeout` passes).
-    public func start(timeout: Duration = .seconds(30)) async throws {
+    /// Starts the process and waits until it is ready (or exits, or `timeout` passes). `extraEnvironment` is
+    /// added for this launch only (a crash point armed once); with `awaitReady` false it returns once launched.
+    public func start(timeout: Duration = .seconds(30), extraEnvironment: [String: String] = [:], awaitReady: Bool = true) async throws {
         guard !isRunning else { return }
         var fullEnvironment = ProcessInfo.processInfo.environment
         fullEnvironment.merge(environment) { $1 }
+        fullEnvironment.merge(extraEnvironment) { $1 }
         let logOffset = (try? FileManager.default.attributesOfItem(atPath: logPath)[.size] as? Int) ?? 0
         let child = try ChildProcess(executable: executable, arguments: arguments, environment: fullEnvironment, logPath: logPath)
         process = child.identity
         launches += 1
         try onLaunch?(child.identity.pid)
+        guard awaitReady else { return }
         let clock = ContinuousClock()
         let deadline = clock.now + timeout
         while clock.now < deadline {
@@ -114,6 +117,18 @@ public actor ServiceProcess {
         try await ChildProcess.terminate(process, gracePeriod: gracePeriod)
         self.process = nil
         return StopOutcome(exit: ChildProcess.exit(of: process), took: clock.now - started)
+    }
+
+    /// How the last launch ended, polled for up to `timeout`; nil while it still runs (or if it never ran).
+    public func exit(within timeout: Duration) async -> ChildExit? {
+        guard let process else { return nil }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            if let ending = ChildProcess.exit(of: process) { return ending }
+            if clock.now >= deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
     }
 
     /// Crash: SIGKILL to the whole process group.

@@ -121,11 +121,18 @@ public enum OMSProcess {
     public static func run(_ kind: OMSProcessKind, settings: OMSSettings, crashPoints: CrashPoints, logger: Logger) async throws {
         let schema = try SQLIdentifier(settings.schema)
         let postgres = PostgresClient(configuration: try PostgresURL(settings.postgresURL).clientConfiguration(maximumConnections: 8), backgroundLogger: logger)
-        let s3 = S3Client(configuration: try S3Configuration(endpoint: settings.s3Endpoint, accessKey: settings.s3AccessKey, secretKey: settings.s3SecretKey, region: settings.s3Region))
-        let store = OMSEventStore(s3: s3, bucket: settings.bucket, allocator: try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSEventStore.allocatorType, operationTimeout: .seconds(5)))
+        // The API answers a client that waits: a dependency that does not answer within 2 s (Postgres) or 3 s
+        // (S3) is reported as a 503 with Retry-After instead of holding the request. The background processes
+        // retry on their own and allow more.
+        let isAPI = kind == .api
+        let postgresDeadline: Duration = isAPI ? .seconds(2) : .seconds(10)
+        let s3 = S3Client(
+            configuration: try S3Configuration(endpoint: settings.s3Endpoint, accessKey: settings.s3AccessKey, secretKey: settings.s3SecretKey, region: settings.s3Region),
+            timeout: isAPI ? .seconds(3) : .seconds(10))
+        let store = OMSEventStore(s3: s3, bucket: settings.bucket, allocator: try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSEventStore.allocatorType, operationTimeout: isAPI ? postgresDeadline : .seconds(5)))
         let redis = try RedisClient(url: settings.redisURL)
         let readStore = OMSReadStore(redis: redis, prefix: settings.redisPrefix)
-        let writeModel = OMSWriteModel(client: postgres, schema: schema, logger: logger)
+        let writeModel = OMSWriteModel(client: postgres, schema: schema, logger: logger, deadline: postgresDeadline)
         let topics = OMSTopics(prefix: settings.topicPrefix)
         var kafka = KafkaConfiguration.embedded(bootstrapServers: settings.kafkaServers, clientID: kind.rawValue)
         kafka.properties.merge(settings.kafkaProperties) { _, given in given }
@@ -150,7 +157,7 @@ public enum OMSProcess {
         switch kind {
         case .api:
             router.addHealthRoutes(checks: [postgresCheck, s3Check, HealthCheck("redis", critical: false) { try await readStore.ping() }], readiness: readiness, envelope: .successData)
-            let aggregates = try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSAPIDependencies.aggregateType, operationTimeout: .seconds(5))
+            let aggregates = try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSAPIDependencies.aggregateType, operationTimeout: postgresDeadline)
             OMSAPI.addRoutes(to: router, OMSAPIDependencies(store: store, writeModel: writeModel, readStore: readStore, aggregates: aggregates, logger: logger))
         case .publisher:
             router.addHealthRoutes(checks: [postgresCheck, s3Check, kafkaCheck], readiness: readiness)

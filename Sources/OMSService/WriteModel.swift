@@ -11,18 +11,20 @@ public struct OMSWriteModel: Sendable {
     public let client: PostgresClient
     public let schema: SQLIdentifier
     let logger: Logger
-    static let deadline: Duration = .seconds(10)
+    /// How long one statement may take before it counts as Postgres being unavailable.
+    let deadline: Duration
 
-    public init(client: PostgresClient, schema: SQLIdentifier, logger: Logger) {
+    public init(client: PostgresClient, schema: SQLIdentifier, logger: Logger, deadline: Duration = .seconds(10)) {
         self.client = client
         self.schema = schema
         self.logger = logger
+        self.deadline = deadline
     }
 
     var s: String { schema.quoted }
 
     func rows(_ query: PostgresQuery, _ doing: String) async throws -> [PostgresRow] {
-        try await queryRows(client, query, deadline: Self.deadline, doing: doing, logger: logger)
+        try await queryRows(client, query, deadline: deadline, doing: doing, logger: logger)
     }
 
     // MARK: Ownership (written by the API when it accepts a database)

@@ -82,6 +82,33 @@ public actor StackServices {
         try await start(record)
     }
 
+    /// Starts a recorded process again with `extraEnvironment` for this launch only (the record keeps what it
+    /// was started with, so the next start is plain): a crash point armed once. With `awaitReady` false it
+    /// returns once launched.
+    public func start(_ name: String, extraEnvironment: [String: String], awaitReady: Bool, timeout: Duration = .seconds(90)) async throws {
+        var record = try existing(name)
+        if record.isRunning { return }
+        let child = try ChildProcess(
+            executable: record.executable, arguments: record.arguments, environment: record.environment.merging(extraEnvironment) { $1 }, logPath: record.logPath)
+        record.identity = child.identity
+        record.paused = false
+        try update(record)
+        if awaitReady { try await waitUntilReady(record, timeout: timeout) }
+    }
+
+    /// How `name`'s current launch ended, polled for up to `timeout`; nil while it runs. Known only to the process
+    /// that started it (the parent reaps it).
+    public func exit(of name: String, within timeout: Duration) async throws -> ChildExit? {
+        guard let identity = try existing(name).identity else { return nil }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            if let ending = ChildProcess.exit(of: identity) { return ending }
+            if clock.now >= deadline { return nil }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+
     public func stop(_ name: String, gracePeriod: Duration = .seconds(10)) async throws {
         var record = try existing(name)
         if let identity = record.identity { try await ChildProcess.terminate(identity, gracePeriod: gracePeriod) }

@@ -144,9 +144,20 @@ public struct S3Client: Sendable {
 
     /// Creates `bucket`; creating one this account already owns succeeds.
     public func createBucket(_ bucket: String) async throws {
-        let response = try await send("PUT", bucket: bucket, key: nil)
-        if response.status == 409, response.errorCode == "BucketAlreadyOwnedByYou" { return }
-        try response.expectSuccess("create bucket '\(bucket)'")
+        // SeaweedFS answers a CreateBucket that races another one for the same name with 404 NoSuchBucket (seen
+        // when an OMS deployment's processes start side by side): the bucket exists a moment later, or the
+        // next try creates it.
+        for attempt in 1...3 {
+            let response = try await send("PUT", bucket: bucket, key: nil)
+            if response.status == 409, response.errorCode == "BucketAlreadyOwnedByYou" { return }
+            if response.status == 404, attempt < 3 {
+                if try await bucketExists(bucket) { return }
+                try await Task.sleep(for: .milliseconds(100 * attempt))
+                continue
+            }
+            try response.expectSuccess("create bucket '\(bucket)'")
+            return
+        }
     }
 
     /// Whether `bucket` exists (and these credentials may see it).

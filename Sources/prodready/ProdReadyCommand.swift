@@ -18,7 +18,7 @@ struct ProdReadyCommand: AsyncParsableCommand {
         subcommands: [
             Up.self, Status.self, Env.self, Down.self, Logs.self,
             Start.self, Stop.self, Kill.self, Pause.self, Resume.self, Restart.self,
-            Bench.self, Hold.self, Prepare.self, OutboxCommand.self, KafkaCommand.self, TokenCommand.self, ServeCommand.self,
+            Bench.self, ChaosCommand.self, Hold.self, Prepare.self, OutboxCommand.self, KafkaCommand.self, TokenCommand.self, ServeCommand.self,
         ]
     )
 }

@@ -24,6 +24,26 @@ struct S3ClientTests {
         }
     }
 
+    @Test("8 processes' worth of concurrent creates of one new bucket all succeed (SeaweedFS answers a racing CreateBucket with NoSuchBucket)")
+    func racingBucketCreates() async throws {
+        let endpoint = try await endpoint()
+        let client = S3Client(configuration: try S3Configuration(endpoint: endpoint.url, accessKey: endpoint.accessKey, secretKey: endpoint.secretKey, region: endpoint.region))
+        for round in 0..<5 {
+            let bucket = uniqueName("race\(round)")
+            let failures = try await withThrowingTaskGroup(of: String?.self) { group in
+                for _ in 0..<8 {
+                    group.addTask {
+                        do { try await client.createBucket(bucket); return nil } catch { return "\(error)" }
+                    }
+                }
+                return try await group.reduce(into: [String]()) { if let failure = $1 { $0.append(failure) } }
+            }
+            #expect(failures.isEmpty, "round \(round): \(failures.count) of 8 creates failed, first: \(failures.first ?? "")")
+            #expect(try await client.bucketExists(bucket))
+            try await client.deleteBucket(bucket)
+        }
+    }
+
     @Test("objects: PUT returns the ETag that HEAD and GET report; GET reads ranges; DELETE removes and is idempotent")
     func objects() async throws {
         try await withS3Bucket(try await endpoint()) { client, bucket in

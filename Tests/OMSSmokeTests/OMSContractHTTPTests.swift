@@ -27,7 +27,7 @@ func unsignedToken(tenant: String) -> String {
 
 @Suite("OMS HTTP contract: bad input is a 4xx with the error body, the OpenAPI document is complete, tokens and roles, graceful SIGTERM", .requires(.postgres, .kafka, .redis, .s3))
 struct OMSContractHTTPTests {
-    @Test("every route's bad input answers 4xx with the JSON error body naming the problem: malformed JSON, wrong types, unknown classes, over-long names, over-size bodies, bad expected_seq, bad idempotency keys")
+    @Test("every route's bad input answers 4xx with the JSON error body naming the problem: malformed JSON, wrong types, unknown classes, over-long names, over-size bodies, bad expected_seq, bad idempotency keys", .usesAPI(of: "OMS_BASE_URL"))
     func badInput() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))
@@ -74,7 +74,7 @@ struct OMSContractHTTPTests {
         }
     }
 
-    @Test("the OpenAPI document lists exactly the spec's routes, each protected one with its role, and every listed route answers without 404 route_not_found, 405 or 5xx")
+    @Test("the OpenAPI document lists exactly the spec's routes, each protected one with its role, and every listed route answers without 404 route_not_found, 405 or 5xx", .usesAPI(of: "OMS_BASE_URL"))
     func openAPI() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))

@@ -36,7 +36,7 @@ let productOntology: JSONValue = [
 
 @Suite("OMS over HTTP: the seed's smoke flow and convergence, real processes on real servers", .requires(.postgres, .kafka, .redis, .s3))
 struct OMSServiceTests {
-    @Test("smoke: database → ontology → instances → count, update with expected_seq, 409 with the conflict's body, idempotent retry and event_id_reuse, a FAILED command with its error and history, branches, history and diff, delete, graph FULL")
+    @Test("smoke: database → ontology → instances → count, update with expected_seq, 409 with the conflict's body, idempotent retry and event_id_reuse, a FAILED command with its error and history, branches, history and diff, delete, graph FULL", .usesAPI(of: "OMS_BASE_URL"))
     func smoke() async throws {
         try await withOMSDeployment { deployment, _ in
             let oms = try await deployment.client(tenant: uniqueName("tenant"))

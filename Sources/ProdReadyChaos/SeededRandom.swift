@@ -19,6 +19,12 @@ public struct SeededRandom: RandomNumberGenerator, Sendable {
         return SeededRandom(seed: seed)
     }
 
+    /// A value drawn from `range` (inclusive), the same for the same seed on every platform.
+    public mutating func int(in range: ClosedRange<Int>) -> Int {
+        let width = UInt64(range.upperBound - range.lowerBound) + 1
+        return range.lowerBound + Int(next() % width)
+    }
+
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var value = state

@@ -1,0 +1,266 @@
+import Foundation
+public import ProdReadyChaos
+public import ProdReadyCore
+import ProdReadyInfra
+import ProdReadyKafka
+public import ProdReadyService
+public import ProdReadyVerification
+import Synchronization
+
+/// An OMS deployment a chaos run may break: its API (a client with an admin token of one tenant), its stores,
+/// the control over its stack and processes, and where its commands topic is (for out-of-order injection).
+public struct OMSChaosTarget: Sendable {
+    public let oms: ServiceClient
+    public let stores: OMSStores
+    public let control: any ChaosControl
+    public let kafkaServers: String
+    public let commandsTopic: String
+    public let log: ChaosLog
+
+    public init(oms: ServiceClient, stores: OMSStores, control: any ChaosControl, kafkaServers: String, commandsTopic: String, log: ChaosLog) {
+        self.oms = oms
+        self.stores = stores
+        self.control = control
+        self.kafkaServers = kafkaServers
+        self.commandsTopic = commandsTopic
+        self.log = log
+    }
+
+    var injector: FaultInjector { FaultInjector(control: control, log: log) }
+}
+
+/// The OMS's process names, as `prodready serve` knows them.
+public enum OMSProcesses {
+    public static let api = "oms"
+    public static let publisher = "oms-publisher"
+    public static let instanceWorker = "oms-instance-worker"
+    public static let projectionWorker = "oms-projection-worker"
+}
+
+/// SPEC-oms item 3, chaos-lite: one fault each, with commands flowing before, during and after it, then every
+/// acknowledged command converging by all six checks with loss accounting.
+public enum OMSChaosScenario: String, Sendable, CaseIterable {
+    case kafkaDown = "kafka-down"
+    case redisDown = "redis-down"
+    case postgresDown = "postgres-down"
+    case s3Down = "s3-down"
+    case publisherKilled = "publisher-killed"
+    case publisherAfterPublish = "publisher-after-publish"
+    case instanceWorkerAfterClaim = "instance-worker-after-claim"
+    case instanceWorkerPaused = "instance-worker-paused"
+    case projectionWorkerPaused = "projection-worker-paused"
+
+    /// The fault and its hold. Kafka is held past the 5 s within which nothing may complete; pauses past the
+    /// workers' 5 s lease.
+    public var fault: Fault {
+        switch self {
+        case .kafkaDown: Fault(.stopComponent(.kafka), hold: .seconds(7))
+        case .redisDown: Fault(.stopComponent(.redis), hold: .seconds(6))
+        case .postgresDown: Fault(.stopComponent(.postgres), hold: .seconds(5))
+        case .s3Down: Fault(.stopComponent(.s3), hold: .seconds(5))
+        case .publisherKilled: Fault(.killProcess(OMSProcesses.publisher), hold: .seconds(2))
+        case .publisherAfterPublish: Fault(.crashPoint(process: OMSProcesses.publisher, point: "after_publish"), hold: .seconds(1))
+        case .instanceWorkerAfterClaim: Fault(.crashPoint(process: OMSProcesses.instanceWorker, point: "after_claim"), hold: .seconds(1))
+        case .instanceWorkerPaused: Fault(.pauseProcess(OMSProcesses.instanceWorker), hold: .seconds(7))
+        case .projectionWorkerPaused: Fault(.pauseProcess(OMSProcesses.projectionWorker), hold: .seconds(7))
+        }
+    }
+}
+
+/// What a scenario came to: its summary line (also written to the report) and the full loss report.
+public struct OMSChaosOutcome: Sendable {
+    public var summary: ScenarioSummary
+    public var report: LossReport
+}
+
+/// Creates sent to a database and class of one scenario's own, by instance id (the id their effect carries).
+final class OMSWorkload: Sendable {
+    let database: String
+    let classID = "Product"
+    let ledger = OperationLedger()
+    /// Acknowledged creates: instance id → command id and when the 202 came.
+    private let acknowledged = Mutex<[String: (command: String, at: ContinuousClock.Instant)]>([:])
+    private let label: String
+
+    init(label: String) {
+        self.label = label
+        database = "chaos-\(label)-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+    }
+
+    /// The database and its class, both completed.
+    func prepare(_ oms: ServiceClient) async throws {
+        try await OMSCommands.complete(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+        try await OMSCommands.complete(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": .string(classID), "properties": [["name": "name", "type": "string", "required": true]]])
+    }
+
+    func send(_ index: Int, _ oms: ServiceClient) async -> LoadOutcome {
+        let instance = "\(label)-\(index)"
+        do {
+            let answer = try await oms.request("POST", "/api/v1/instances/\(database)/async/\(classID)/create", json: ["data": ["name": .string("item \(index)")], "instance_id": .string(instance)], timeout: .seconds(10))
+            if answer.status == 202, let command = answer.data?["command_id"]?.stringValue {
+                let now = ContinuousClock().now
+                acknowledged.withLock { $0[instance] = (command, now) }
+                return .acknowledged(instance)
+            }
+            // A 4xx, or a 503 from a dependency that is down: the API wrote nothing (or rolled it back).
+            return answer.status < 500 || answer.status == 503 ? .refused(instance) : .indeterminate(instance)
+        } catch {
+            return .indeterminate(instance)
+        }
+    }
+
+    /// Acknowledged creates, instance id → command id.
+    var commands: [String: String] { acknowledged.withLock { $0.mapValues(\.command) } }
+
+    /// Acknowledged creates whose 202 came between `from` and `to`.
+    func acknowledged(from: ContinuousClock.Instant, to: ContinuousClock.Instant) -> [String: String] {
+        acknowledged.withLock { table in table.filter { $0.value.at >= from && $0.value.at <= to }.mapValues(\.command) }
+    }
+
+    /// Acknowledged creates whose 202 came before `instant`.
+    func acknowledged(before instant: ContinuousClock.Instant) -> [String: String] {
+        acknowledged.withLock { table in table.filter { $0.value.at < instant }.mapValues(\.command) }
+    }
+
+    func observe(_ target: OMSChaosTarget) async throws -> [String] {
+        try await OMSConvergence.observe(database: database, classID: classID, commands: commands, oms: target.oms, stores: target.stores)
+    }
+}
+
+/// Sending a command and waiting for its outcome.
+enum OMSCommands {
+    static func complete(_ oms: ServiceClient, _ method: String, _ path: String, _ body: JSONValue, timeout: Duration = .seconds(60)) async throws {
+        let answer = try await oms.request(method, path, json: body)
+        guard answer.status == 202, let command = answer.data?["command_id"]?.stringValue else {
+            throw ProdReadyError(.protocolError, "\(method) \(path) answered \(answer.status): \(answer.body.map { "\($0)" } ?? "")")
+        }
+        try await waitForStatus(oms, command: command, timeout: timeout)
+    }
+
+    static func waitForStatus(_ oms: ServiceClient, command: String, until wanted: Set<String> = ["COMPLETED"], timeout: Duration) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var last = "no answer"
+        while clock.now < deadline {
+            if let answer = try? await oms.get("/api/v1/commands/\(command)/status") {
+                let status = answer.data?["status"]?.stringValue ?? "HTTP \(answer.status)"
+                if wanted.contains(status) { return }
+                if status == "FAILED" { throw ProdReadyError(.serverError, "command \(command) FAILED: \(answer.data?["error"] ?? .null)") }
+                last = status
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ProdReadyError(.timeout, "command \(command) not \(wanted.sorted().joined(separator: "/")) within \(timeout) (last: \(last))")
+    }
+}
+
+extension OMSChaosScenario {
+    /// Runs the scenario on `target`: load at `rate` creates per second before, during and after the fault, then
+    /// convergence of every acknowledged create within `convergeTimeout` of the fault's end. The summary is
+    /// printed and written to the report directory.
+    public func run(on target: OMSChaosTarget, rate: Int = 8, convergeTimeout: Duration = .seconds(120)) async throws -> OMSChaosOutcome {
+        let workload = OMSWorkload(label: rawValue)
+        try await workload.prepare(target.oms)
+        let violations = Findings()
+        let generator = LoadGenerator(ledger: workload.ledger, rate: rate, maxInFlight: 8) { await workload.send($0, target.oms) }
+        target.log.note("scenario \(rawValue): load at \(rate)/s on database \(workload.database)")
+        generator.start()
+        let window: FaultWindow
+        do {
+            try await Self.waitForAcknowledgements(generator, atLeast: 3, what: "acknowledged creates before the fault")
+            window = try await target.injector.inject(fault) { began in
+                violations.add(contentsOf: try await checksDuringFault(target, workload, began: began))
+            }
+            let after = generator.acknowledgedCount
+            try await Self.waitForAcknowledgements(generator, atLeast: after + 3, what: "acknowledged creates after the fault")
+        } catch {
+            await generator.stop()
+            throw error
+        }
+        await generator.stop()
+        let report = try await LossAccounting.converge(workload.ledger, since: window.healed, timeout: convergeTimeout, interval: .milliseconds(500)) {
+            try await workload.observe(target)
+        }
+        target.log.note("scenario \(rawValue): \(report)")
+        violations.add(contentsOf: try await checksAfterConvergence(target, workload))
+        let commands = workload.commands
+        for instance in report.lost.prefix(3) {
+            guard let command = commands[instance] else { continue }
+            violations.add("lost \(instance): " + (try await OMSConvergence.diagnose(database: workload.database, classID: workload.classID, instance: instance, command: command, oms: target.oms, stores: target.stores)))
+        }
+        let summary = ScenarioSummary(
+            suite: "oms", scenario: "chaos-lite " + rawValue, fault: fault.description, holdSeconds: Double(fault.hold.components.seconds),
+            acknowledgedDuringFault: generator.acknowledged(from: window.began, to: window.healed), report: report, violations: violations.all)
+        try ScenarioReport.record(summary)
+        return OMSChaosOutcome(summary: summary, report: report)
+    }
+
+    static func waitForAcknowledgements(_ generator: LoadGenerator, atLeast count: Int, what: String, timeout: Duration = .seconds(60)) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while generator.acknowledgedCount < count {
+            guard clock.now < deadline else { throw ProdReadyError(.timeout, "\(what): \(generator.acknowledgedCount) of \(count) within \(timeout)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// What SPEC-oms says must hold while the fault lasts; each broken rule is one line.
+    func checksDuringFault(_ target: OMSChaosTarget, _ workload: OMSWorkload, began: ContinuousClock.Instant) async throws -> [String] {
+        let clock = ContinuousClock()
+        switch self {
+        case .kafkaDown:
+            // Accepted in the fault's first second, and still not COMPLETED 5 s after it began.
+            try await clock.sleep(until: began + .seconds(1))
+            let early = workload.acknowledged(from: began, to: clock.now)
+            try await clock.sleep(until: began + .milliseconds(5_500))
+            var violations: [String] = []
+            if early.isEmpty { violations.append("no create was accepted (202) in the first second of the Kafka outage") }
+            for (instance, command) in early.sorted(by: { $0.key < $1.key }) {
+                let status = try await target.oms.get("/api/v1/commands/\(command)/status").data?["status"]?.stringValue
+                if status == "COMPLETED" { violations.append("\(instance) (command \(command)) COMPLETED within 5 s while Kafka was down") }
+            }
+            return violations
+        case .redisDown:
+            try await clock.sleep(until: began + .milliseconds(1_500))
+            var violations: [String] = []
+            if let (instance, command) = workload.acknowledged(before: began).first {
+                let answer = try await target.oms.get("/api/v1/commands/\(command)/status")
+                if answer.status != 503 || answer.body?["error"] != "command_status_unavailable" {
+                    violations.append("command status of \(instance) with Redis down answered \(answer.status) \(answer.body.map { "\($0)" } ?? ""), not 503 command_status_unavailable")
+                }
+            }
+            try await clock.sleep(until: began + .seconds(5))
+            let during = workload.acknowledged(from: began + .milliseconds(500), to: clock.now)
+            let nodes = try await target.oms.get("/api/v1/graph/\(workload.database)?class=\(workload.classID)").data?["nodes"]?.arrayValue ?? []
+            for node in nodes {
+                guard let id = node["id"]?.stringValue, during[id] != nil else { continue }
+                if node["data_status"] == "FULL" { violations.append("\(id), created while Redis was down, showed FULL before Redis returned") }
+            }
+            return violations
+        case .postgresDown, .s3Down:
+            try await clock.sleep(until: began + .milliseconds(1_500))
+            let probe = "probe-\(rawValue)"
+            let dependency = self == .s3Down ? "S3" : "Postgres"
+            let answer = try? await target.oms.request("POST", "/api/v1/instances/\(workload.database)/async/\(workload.classID)/create", json: ["data": ["name": "probe"], "instance_id": .string(probe)], timeout: .seconds(5))
+            guard let answer else {
+                workload.ledger.indeterminate(probe)
+                return ["a create with \(dependency) down got no answer within 5 s"]
+            }
+            workload.ledger.record(probe, answer.status == 202 ? .acknowledged : .refused)
+            if answer.status != 503 || answer.header("Retry-After") == nil {
+                return ["a create with \(dependency) down answered \(answer.status) (Retry-After: \(answer.header("Retry-After") ?? "none")), not 503 with Retry-After"]
+            }
+            return []
+        default:
+            return []
+        }
+    }
+
+    /// What must hold once everything converged.
+    func checksAfterConvergence(_ target: OMSChaosTarget, _ workload: OMSWorkload) async throws -> [String] {
+        guard self == .instanceWorkerAfterClaim else { return [] }
+        let rows = try await target.stores.processedEvents(handler: OMSProcesses.instanceWorker, database: workload.database)
+        let most = rows.values.map(\.attempts).max() ?? 0
+        return most >= 2 ? [] : ["no command of \(workload.database) was claimed twice (max attempt_count \(most)): the crash after the claim left no trace"]
+    }
+}

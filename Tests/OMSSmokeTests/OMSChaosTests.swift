@@ -1,0 +1,46 @@
+import Foundation
+import Testing
+import OMSChaos
+import TestSupport
+
+/// SPEC-oms items 3, 4 and 6 on private deployments: each fault with commands flowing before, during and after it,
+/// every acknowledged command converging, counted.
+@Suite("OMS chaos: dependencies down, processes killed, crashed at a point and paused, out-of-order commands, a seeded soak; every acknowledged command converges, counted",
+       .serialized)
+struct OMSChaosTests {
+    @Test("chaos-lite scenario", .requiresEmbedded(.postgres, .kafka, .redis, .s3), .ownDeployment("OMS_BASE_URL", because: "stops its dependencies and kills its processes"),
+          arguments: OMSChaosScenario.allCases)
+    func chaosLite(_ scenario: OMSChaosScenario) async throws {
+        try await withOMSChaosTarget(label: scenario.rawValue) { target in
+            let outcome = try await scenario.run(on: target)
+            expectNoLoss(outcome.report, "chaos-lite \(scenario.rawValue)")
+            #expect(outcome.summary.violations.isEmpty, "\(scenario.rawValue): \(outcome.summary.violations.joined(separator: "; "))")
+        }
+    }
+
+    @Test("out of order: with the publisher stopped, v2 injected first is done, v1 after it is skipped_stale, and the instance and its document show v2",
+          .requiresEmbedded(.postgres, .kafka, .redis, .s3), .ownDeployment("OMS_BASE_URL", because: "stops its publisher"))
+    func outOfOrder() async throws {
+        try await withOMSChaosTarget(label: "out-of-order") { target in
+            let outcome = try await OMSOutOfOrder.run(on: target)
+            expectNoLoss(outcome.report, "out-of-order")
+            #expect(outcome.summary.violations.isEmpty, "\(outcome.summary.violations.joined(separator: "; "))")
+        }
+    }
+
+    @Test("soak: seeded faults of every kind, each held 2 s, creates flowing throughout; after each fault everything acknowledged converges (PRODREADY_SOAK_SECONDS, default 60; PRODREADY_SEED replays)",
+          .requiresEmbedded(.postgres, .kafka, .redis, .s3), .ownDeployment("OMS_BASE_URL", because: "stops its dependencies and kills its processes"))
+    func soak() async throws {
+        let environment = ProcessInfo.processInfo.environment
+        let seconds = environment["PRODREADY_SOAK_SECONDS"].flatMap(Int.init) ?? 60
+        var random = SeededRandom.fromEnvironment(label: "oms soak")
+        let seed = random.next()
+        try await withOMSChaosTarget(label: "soak") { target in
+            let outcomes = try await OMSSoak.run(on: target, seconds: seconds, seed: seed)
+            #expect(outcomes.count >= 2, "a soak of \(seconds) s ran \(outcomes.count - 1) faults")
+            for outcome in outcomes {
+                expectNoLoss(outcome.report, "soak: \(outcome.summary.scenario) (\(outcome.summary.fault))")
+            }
+        }
+    }
+}
