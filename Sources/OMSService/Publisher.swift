@@ -58,8 +58,9 @@ public actor OMSPublisher: Service {
     let settings: Settings
     let crashPoints: CrashPoints?
     let logger: Logger
-    /// Per database: the sequence missing at the head of its tail, and since when.
-    private var gaps: [String: (sequence: Int64, since: ContinuousClock.Instant)] = [:]
+    /// Per database: the sequence missing at the head of its tail, since when, and the highest sequence reserved
+    /// at that moment (every sequence up to it has been reserved at least that long).
+    private var gaps: [String: (sequence: Int64, since: ContinuousClock.Instant, reservedUpTo: Int64)] = [:]
     private let clock = ContinuousClock()
 
     public static let crashPointNames: Set<String> = ["after_publish"]
@@ -167,9 +168,11 @@ public actor OMSPublisher: Service {
                 logger.notice("closed an abandoned sequence", metadata: ["database": "\(database)", "sequence": "\(expected)", "key": "\(key)"])
                 round.closed.append(key)
             }
-            gaps[database] = nil
+            // A run of sequences abandoned together (an S3 outage refuses every append after its reservation) has
+            // waited as long as the first one: the next is closed at the next round, not after another timeout.
+            gaps[database] = expected < gap.reservedUpTo ? (expected + 1, gap.since, gap.reservedUpTo) : nil
         } else {
-            gaps[database] = (expected, now)
+            gaps[database] = (expected, now, head)
         }
     }
 

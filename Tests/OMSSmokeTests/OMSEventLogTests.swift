@@ -157,4 +157,30 @@ struct OMSEventLogTests {
             #expect(published == ["cmd-a", "cmd-c", "cmd-b"], "tombstones are not published")
         }
     }
+
+    @Test("sequences abandoned together are closed together: three reserved and never written cost one gap timeout, not three")
+    func abandonedRun() async throws {
+        try await withEventLog { log in
+            let ledger = OperationLedger()
+            _ = try await log.store.append(EventLogFixture.command("shop", "a"))
+            for _ in 0..<3 { _ = try await log.store.reserve(database: "shop") }
+            _ = try await log.store.append(EventLogFixture.command("shop", "e"))
+            ["cmd-a", "cmd-e"].forEach(ledger.acknowledged)
+            let gapTimeout = Duration.milliseconds(1_500)
+            let publisher = try log.publisher(gapTimeout: gapTimeout)
+            let clock = ContinuousClock()
+            let started = clock.now
+            let checkpoint = try await eventually("the publisher to pass sequences 2, 3 and 4", timeout: .seconds(20), interval: .milliseconds(20)) {
+                _ = try await publisher.publishRound()
+                let checkpoint = try await publisher.checkpoint(database: "shop")
+                return checkpoint == 5 ? .done(checkpoint) : .pending("checkpoint \(checkpoint)")
+            }
+            let took = clock.now - started
+            #expect(checkpoint == 5)
+            // One by one they would take three timeouts (4.5 s); together one timeout plus a few rounds.
+            #expect(took < gapTimeout * 2, "closing three abandoned sequences took \(took) with a gap timeout of \(gapTimeout)")
+            let published = try await log.publishedCommandIDs(count: 2)
+            expectNoLoss(try await LossAccounting.converge(ledger, timeout: .seconds(1)) { published }, "abandoned run")
+        }
+    }
 }
