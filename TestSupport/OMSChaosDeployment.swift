@@ -63,7 +63,7 @@ public func withOMSChaosTarget<Result: Sendable>(
                 let stores = OMSStores(s3: s3, bucket: isolation.bucket, redis: redis, redisPrefix: isolation.redisPrefix, postgres: postgres, schema: isolation.schema)
                 let target = OMSChaosTarget(
                     oms: oms, stores: stores, control: DeploymentChaosControl(stack: stack, deployment: deployment), kafkaServers: kafka,
-                    commandsTopic: isolation.topicPrefix + "instance_commands", log: ChaosLog())
+                    commandsTopic: isolation.topicPrefix + "instance_commands", instanceWorkerGroup: isolation.groupPrefix + "oms-instance-worker", log: ChaosLog())
                 return try await body(target)
             }
         }

@@ -15,14 +15,17 @@ public struct OMSChaosTarget: Sendable {
     public let control: any ChaosControl
     public let kafkaServers: String
     public let commandsTopic: String
+    /// The instance worker's consumer group (for the report of a lost command).
+    public let instanceWorkerGroup: String
     public let log: ChaosLog
 
-    public init(oms: ServiceClient, stores: OMSStores, control: any ChaosControl, kafkaServers: String, commandsTopic: String, log: ChaosLog) {
+    public init(oms: ServiceClient, stores: OMSStores, control: any ChaosControl, kafkaServers: String, commandsTopic: String, instanceWorkerGroup: String, log: ChaosLog) {
         self.oms = oms
         self.stores = stores
         self.control = control
         self.kafkaServers = kafkaServers
         self.commandsTopic = commandsTopic
+        self.instanceWorkerGroup = instanceWorkerGroup
         self.log = log
     }
 
@@ -186,7 +189,9 @@ extension OMSChaosScenario {
         let commands = workload.commands
         for instance in report.lost.prefix(3) {
             guard let command = commands[instance] else { continue }
-            violations.add("lost \(instance): " + (try await OMSConvergence.diagnose(database: workload.database, classID: workload.classID, instance: instance, command: command, oms: target.oms, stores: target.stores)))
+            let checks = try await OMSConvergence.diagnose(database: workload.database, classID: workload.classID, instance: instance, command: command, oms: target.oms, stores: target.stores)
+            let onKafka = (try? await OMSKafkaTrace.locate(command: command, target: target)) ?? "the commands topic could not be read"
+            violations.add("lost \(instance): \(checks); \(onKafka)")
         }
         let summary = ScenarioSummary(
             suite: "oms", scenario: "chaos-lite " + rawValue, fault: fault.description, holdSeconds: Double(fault.hold.components.seconds),

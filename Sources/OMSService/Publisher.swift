@@ -135,8 +135,18 @@ public actor OMSPublisher: Service {
                 guard let topic = settings.topics.topic(for: event.kind) else { return nil }
                 return KafkaOutgoing(topic: topic, key: Array(event.aggregateID.utf8), value: event.encoded(), headers: [KafkaHeader("event_id", event.eventID), KafkaHeader("event_type", event.eventType)])
             }
+            var unplaced = 0
             for result in try await producer.send(batch: messages) {
-                _ = try result.get()  // any refusal: no checkpoint, the next round sends the batch again
+                // Any refusal: no checkpoint, the next round sends the batch again.
+                if try result.get().offset < 0 { unplaced += 1 }
+            }
+            // A delivery acknowledged without an offset is librdkafka taking the broker's DUPLICATE_SEQUENCE_NUMBER
+            // for "already stored". Tansu 0.6 answers that for a batch it lost while stopping or crashing
+            // (measured: a command published during a Kafka stop never reached the topic). Sending the batch again
+            // costs at most a duplicate, which consumers absorb by event id; trusting it cost a lost command.
+            if unplaced > 0 {
+                logger.warning("deliveries acknowledged without an offset; sending the batch again", metadata: ["database": "\(database)", "count": "\(unplaced)", "batch": "\(messages.count)"])
+                throw ProdReadyError(.serverError, "\(unplaced) of \(messages.count) deliveries of \(database) were acknowledged without an offset", retriable: true)
             }
             crashPoints?.reach("after_publish")
             let tombstones = events.count - messages.count

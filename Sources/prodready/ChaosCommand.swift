@@ -66,57 +66,37 @@ struct ChaosCommand: AsyncParsableCommand {
             // Before anything runs, so an interrupted run can still be replayed.
             print(OMSSoak.schedule(seconds: soakSeconds, seed: seed))
         }
-        let stack: NativeStack
-        do {
-            stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "chaos"), home: home, owned: true)
-        } catch {
-            throw fail(error)
-        }
-        let guardDirectory = "\(home)/deployments/\(UUID().uuidString.prefix(8).lowercased())-chaos"
-        let stackDirectory = await stack.directory
-        let services = StackServices(stackDirectory: stackDirectory)
-        func tearDown() async {
-            try? await services.stopAll()
-            try? await stack.teardown(removeData: true)
-            try? FileManager.default.removeItem(atPath: guardDirectory)
-        }
         let outcomes: [OMSChaosOutcome]
         do {
-            progress("starting postgres, kafka, redis, s3")
-            try await stack.ensure([.postgres, .kafka, .redis, .s3])
-            try OwnedProcessDirectory.watch(guardDirectory)
-            let endpoints = await stack.endpoints
-            let urls = try await startServices(ServiceCatalog.entries.filter { $0.name == "oms" }, stackDirectory: stackDirectory, home: home, endpoints: endpoints, guardDirectory: guardDirectory)
-            guard let baseURL = urls.first?.1, let s3Endpoint = endpoints.s3, let redisURL = endpoints.redisURL, let postgresURL = endpoints.postgresURL, let kafka = endpoints.kafkaBootstrapServers else {
-                throw ProdReadyError(.processFailed, "the OMS or a component did not report its address")
-            }
-            let token = try await TokenAuthority(secret: try ServiceSecrets.jwtSecret(home: home)).mint(subject: "chaos", roles: ["admin"], tenant: "chaos", ttl: .seconds(86_400 * 2))
-            let s3 = S3Client(configuration: try S3Configuration(endpoint: s3Endpoint.url, accessKey: s3Endpoint.accessKey, secretKey: s3Endpoint.secretKey, region: s3Endpoint.region))
-            let redis = try RedisClient(url: redisURL)
-            let control = StackChaosControl(stack: stack, services: services, guardDirectory: guardDirectory)
-            outcomes = try await withPostgresClient(postgresURL) { postgres in
-                // The defaults of `prodready serve`: schema oms, bucket oms-events, Redis prefix oms:, no topic prefix.
-                let stores = OMSStores(s3: s3, bucket: "oms-events", redis: redis, redisPrefix: "oms:", postgres: postgres, schema: "oms")
-                let target = OMSChaosTarget(
-                    oms: ServiceClient(baseURL: baseURL, token: token), stores: stores, control: control, kafkaServers: kafka, commandsTopic: "instance_commands",
-                    log: ChaosLog(echo: { progress($0) }))
-                switch mode {
-                case .lite:
-                    let chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
-                    var results: [OMSChaosOutcome] = []
-                    for each in chosen { results.append(try await each.run(on: target, rate: rate)) }
-                    return results
-                case .outOfOrder:
-                    return [try await OMSOutOfOrder.run(on: target)]
-                case .soak:
-                    return try await OMSSoak.run(on: target, seconds: soakSeconds, seed: seed, rate: rate)
+            outcomes = try await withPrivateOMSDeployment(home: home, label: "chaos") { deployment in
+                let endpoints = deployment.endpoints
+                guard let s3Endpoint = endpoints.s3, let redisURL = endpoints.redisURL, let postgresURL = endpoints.postgresURL, let kafka = endpoints.kafkaBootstrapServers else {
+                    throw ProdReadyError(.processFailed, "a component of the private stack did not report its address")
+                }
+                let oms = try await deployment.client(tenant: "chaos")
+                let s3 = S3Client(configuration: try S3Configuration(endpoint: s3Endpoint.url, accessKey: s3Endpoint.accessKey, secretKey: s3Endpoint.secretKey, region: s3Endpoint.region))
+                let redis = try RedisClient(url: redisURL)
+                let control = StackChaosControl(stack: deployment.stack, services: deployment.services, guardDirectory: deployment.guardDirectory)
+                return try await withPostgresClient(postgresURL) { postgres in
+                    // The defaults of `prodready serve`: schema oms, bucket oms-events, Redis prefix oms:, no topic prefix.
+                    let stores = OMSStores(s3: s3, bucket: "oms-events", redis: redis, redisPrefix: "oms:", postgres: postgres, schema: "oms")
+                    let target = OMSChaosTarget(oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: "instance_commands", instanceWorkerGroup: "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
+                    switch mode {
+                    case .lite:
+                        let chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
+                        var results: [OMSChaosOutcome] = []
+                        for each in chosen { results.append(try await each.run(on: target, rate: rate)) }
+                        return results
+                    case .outOfOrder:
+                        return [try await OMSOutOfOrder.run(on: target)]
+                    case .soak:
+                        return try await OMSSoak.run(on: target, seconds: soakSeconds, seed: seed, rate: rate)
+                    }
                 }
             }
         } catch {
-            await tearDown()
             throw fail(error)
         }
-        await tearDown()
         let failed = outcomes.filter { !$0.summary.passed }
         print("\(outcomes.count - failed.count) of \(outcomes.count) scenarios converged cleanly")
         if !failed.isEmpty { throw ExitCode(1) }

@@ -33,37 +33,16 @@ struct OMSBench: AsyncParsableCommand {
         } catch {
             throw fail(error)
         }
-        let home = options.resolvedHome
-        let stack: NativeStack
+        let missed: Bool
         do {
-            stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "bench-oms"), home: home, owned: true)
+            missed = try await withPrivateOMSDeployment(home: options.resolvedHome, label: "bench-oms") { deployment in
+                try await measure(try await deployment.client(tenant: "bench"), services: deployment.services)
+            }
         } catch {
             throw fail(error)
         }
-        let guardDirectory = "\(home)/deployments/\(UUID().uuidString.prefix(8).lowercased())-bench-oms"
-        do {
-            progress("starting postgres, kafka, redis, s3")
-            try await stack.ensure([.postgres, .kafka, .redis, .s3])
-            try OwnedProcessDirectory.watch(guardDirectory)
-            let stackDirectory = await stack.directory
-            let urls = try await startServices(ServiceCatalog.entries.filter { $0.name == "oms" }, stackDirectory: stackDirectory, home: home, endpoints: await stack.endpoints, guardDirectory: guardDirectory)
-            guard let baseURL = urls.first?.1 else { throw ProdReadyError(.processFailed, "the OMS did not report its URL") }
-            let token = try await TokenAuthority(secret: try ServiceSecrets.jwtSecret(home: home)).mint(subject: "bench", roles: ["admin"], tenant: "bench", ttl: .seconds(7200))
-            let client = ServiceClient(baseURL: baseURL, token: token)
-            let missed = try await measure(client, services: StackServices(stackDirectory: stackDirectory))
-            try await StackServices(stackDirectory: stackDirectory).stopAll()
-            try await stack.teardown(removeData: true)
-            try? FileManager.default.removeItem(atPath: guardDirectory)
-            // Like every benchmark: a missed target is a failing exit status.
-            if missed { throw ExitCode(1) }
-        } catch let exit as ExitCode {
-            throw exit
-        } catch {
-            try? await StackServices(stackDirectory: await stack.directory).stopAll()
-            try? await stack.teardown(removeData: true)
-            try? FileManager.default.removeItem(atPath: guardDirectory)
-            throw fail(error)
-        }
+        // Like every benchmark: a missed target is a failing exit status.
+        if missed { throw ExitCode(1) }
     }
 
     /// Instances per class. The graph is read per class, so a poll costs the same at the end of a run as at its

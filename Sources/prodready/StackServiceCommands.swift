@@ -148,3 +148,48 @@ func controlProcess(_ operation: ControlOperation, _ name: String, home: String)
     case .restart: try await registry.restart(name)
     }
 }
+
+/// A private embedded stack (postgres, kafka, redis, s3) with the OMS's processes on it, for a command that
+/// breaks or loads it (`bench oms`, `chaos`). Everything is owned by this process (gone with it, SIGKILL
+/// included) and torn down when `body` returns or throws.
+struct PrivateOMSDeployment {
+    let stack: NativeStack
+    let services: StackServices
+    let endpoints: StackEndpoints
+    let baseURL: String
+    let guardDirectory: String
+    let home: String
+
+    /// A client with an admin token of `tenant`.
+    func client(tenant: String) async throws -> ServiceClient {
+        let token = try await TokenAuthority(secret: try ServiceSecrets.jwtSecret(home: home)).mint(subject: tenant, roles: ["admin"], tenant: tenant, ttl: .seconds(86_400 * 2))
+        return ServiceClient(baseURL: baseURL, token: token)
+    }
+}
+
+func withPrivateOMSDeployment<Result>(home: String, label: String, _ body: (PrivateOMSDeployment) async throws -> Result) async throws -> Result {
+    let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: label), home: home, owned: true)
+    let guardDirectory = "\(home)/deployments/\(UUID().uuidString.prefix(8).lowercased())-\(label)"
+    let services = StackServices(stackDirectory: await stack.directory)
+    func tearDown() async {
+        try? await services.stopAll()
+        try? await stack.teardown(removeData: true)
+        try? FileManager.default.removeItem(atPath: guardDirectory)
+    }
+    let result: Result
+    do {
+        progress("starting postgres, kafka, redis, s3")
+        try await stack.ensure([.postgres, .kafka, .redis, .s3])
+        try OwnedProcessDirectory.watch(guardDirectory)
+        let endpoints = await stack.endpoints
+        let urls = try await startServices(
+            ServiceCatalog.entries.filter { $0.name == "oms" }, stackDirectory: await stack.directory, home: home, endpoints: endpoints, guardDirectory: guardDirectory)
+        guard let baseURL = urls.first?.1 else { throw ProdReadyError(.processFailed, "the OMS did not report its URL") }
+        result = try await body(PrivateOMSDeployment(stack: stack, services: services, endpoints: endpoints, baseURL: baseURL, guardDirectory: guardDirectory, home: home))
+    } catch {
+        await tearDown()
+        throw error
+    }
+    await tearDown()
+    return result
+}

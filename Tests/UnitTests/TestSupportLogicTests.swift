@@ -175,7 +175,8 @@ struct ChaosLogicTests {
         }
         let began = ContinuousClock().now
         generator.start()
-        let sent = try await eventually("30 operations answered", timeout: .seconds(10), interval: .milliseconds(10)) {
+        // Not a speed test: the full run keeps both cores busy with private deployments, so the wait is generous.
+        let sent = try await eventually("30 operations answered", timeout: .seconds(90), interval: .milliseconds(10)) {
             let count = ledger.snapshot.count
             return count >= 30 ? .done(count) : .pending("\(count) answered")
         }
