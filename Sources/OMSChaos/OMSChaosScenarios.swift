@@ -105,7 +105,9 @@ final class OMSWorkload: Sendable {
                 acknowledged.withLock { $0[instance] = (command, now) }
                 return .acknowledged(instance)
             }
-            // A 4xx, or a 503 from a dependency that is down: the API wrote nothing (or rolled it back).
+            // A 4xx, or a 503 from a dependency that is down: the API wrote nothing (or rolled it back) — unless it
+            // says the event store took the command without confirming it.
+            if answer.body?["error"] == "event_store_outcome_unknown" { return .indeterminate(instance) }
             return answer.status < 500 || answer.status == 503 ? .refused(instance) : .indeterminate(instance)
         } catch {
             return .indeterminate(instance)
@@ -251,7 +253,7 @@ extension OMSChaosScenario {
                 workload.ledger.indeterminate(probe)
                 return ["a create with \(dependency) down got no answer within 5 s"]
             }
-            workload.ledger.record(probe, answer.status == 202 ? .acknowledged : .refused)
+            workload.ledger.record(probe, answer.status == 202 ? .acknowledged : answer.body?["error"] == "event_store_outcome_unknown" ? .indeterminate : .refused)
             if answer.status != 503 || answer.header("Retry-After") == nil {
                 return ["a create with \(dependency) down answered \(answer.status) (Retry-After: \(answer.header("Retry-After") ?? "none")), not 503 with Retry-After"]
             }

@@ -244,6 +244,15 @@ public enum OMSAPI {
                 command = try await dependency("s3") { try await deps.store.read(key: entry.key) }
             }
         } catch {
+            if let cause = (error as? ServiceError)?.underlying, appendOutcomeUnknown(cause) {
+                // The event store took the request and did not answer: the command may be stored, so neither the
+                // version nor the name is given back, and the client learns that a retry with the same key (or the
+                // command's status) tells, instead of a refusal that could turn out false.
+                throw ServiceError(
+                    .serviceUnavailable, "event_store_outcome_unknown",
+                    "the event store did not confirm command \(commandID) in time; it may still be applied: retry with the same Idempotency-Key or follow its status",
+                    extra: ["command_id": .string(commandID)], retryAfterSeconds: 1, underlying: cause)
+            }
             // Nothing may stay half-written: give the version back (unless someone moved past it, impossible
             // without having seen it) and the database name.
             await rollBack(aggregateID: aggregateID, sequence: sequence, deps)
@@ -256,6 +265,18 @@ public enum OMSAPI {
             deps.logger.warning("command status not recorded (Redis); the command still converges", metadata: ["command_id": "\(commandID)", "error": "\(error)"])
         }
         return accepted(command, instanceID: instanceID)
+    }
+
+    /// Whether a failed append may still have stored the event: the S3 request was sent and no answer came (a
+    /// timeout, a connection dropped mid-request), as when S3 is shutting down. A connection refused, an answer
+    /// with an error, or a failure in Postgres before the PUT, means nothing was stored.
+    static func appendOutcomeUnknown(_ error: any Error) -> Bool {
+        guard let error = error as? ProdReadyError else { return false }
+        switch error.code {
+        case .timeout: return true
+        case .connectionFailed: return !"\(error)".localizedCaseInsensitiveContains("connection refused")
+        default: return false
+        }
     }
 
     static func accepted(_ command: OMSEvent, instanceID: String?) -> Response {

@@ -162,7 +162,7 @@ public enum OMSProcess {
         case .publisher:
             router.addHealthRoutes(checks: [postgresCheck, s3Check, kafkaCheck], readiness: readiness)
             let producer = try KafkaProducer(configuration: kafka)
-            services.append(OMSPublisher(store: store, postgres: postgres, schema: schema, producer: producer, settings: .init(topics: topics, gapTimeout: settings.gapTimeout), crashPoints: crashPoints, logger: logger))
+            services.append(OMSPublisher(store: store, postgres: postgres, schema: schema, producer: producer, settings: .init(topics: topics, gapTimeout: settings.gapTimeout), crashPoints: crashPoints, readiness: readiness, logger: logger))
         case .instanceWorker:
             router.addHealthRoutes(checks: [postgresCheck, s3Check, kafkaCheck], readiness: readiness)
             let consumer = try KafkaConsumer(configuration: consumerConfiguration, groupID: workerSettings.groupID, autoCommitInterval: OMSWorkerSettings.commitInterval)

@@ -58,6 +58,8 @@ public actor OMSPublisher: Service {
     let settings: Settings
     let crashPoints: CrashPoints?
     let logger: Logger
+    /// The process's readiness: rounds start once its migrations ran (before, every round fails on missing tables).
+    let readiness: Readiness?
     /// Per database: the sequence missing at the head of its tail, since when, and the highest sequence reserved
     /// at that moment (every sequence up to it has been reserved at least that long).
     private var gaps: [String: (sequence: Int64, since: ContinuousClock.Instant, reservedUpTo: Int64)] = [:]
@@ -65,7 +67,11 @@ public actor OMSPublisher: Service {
 
     public static let crashPointNames: Set<String> = ["after_publish"]
 
-    public init(store: OMSEventStore, postgres: PostgresClient, schema: SQLIdentifier, producer: KafkaProducer, settings: Settings, crashPoints: CrashPoints? = nil, logger: Logger) {
+    public init(
+        store: OMSEventStore, postgres: PostgresClient, schema: SQLIdentifier, producer: KafkaProducer, settings: Settings, crashPoints: CrashPoints? = nil,
+        readiness: Readiness? = nil, logger: Logger
+    ) {
+        self.readiness = readiness
         self.store = store
         self.postgres = postgres
         self.schema = schema
@@ -77,6 +83,9 @@ public actor OMSPublisher: Service {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
+            while let readiness = self.readiness, readiness.waitingFor.contains(OMSWorkerSettings.preparedCondition), !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
             while !Task.isCancelled {
                 do {
                     let round = try await self.publishRound()
