@@ -81,8 +81,8 @@ final class OMSWorkload: Sendable {
     let database: String
     let classID = "Product"
     let ledger = OperationLedger()
-    /// Acknowledged creates: instance id → command id and when the 202 came.
-    private let acknowledged = Mutex<[String: (command: String, at: ContinuousClock.Instant)]>([:])
+    /// Acknowledged creates: instance id → command id, when the 202 came, and when the request was sent.
+    private let acknowledged = Mutex<[String: (command: String, at: ContinuousClock.Instant, sent: ContinuousClock.Instant)]>([:])
     private let label: String
 
     init(label: String) {
@@ -98,11 +98,12 @@ final class OMSWorkload: Sendable {
 
     func send(_ index: Int, _ oms: ServiceClient) async -> LoadOutcome {
         let instance = "\(label)-\(index)"
+        let sent = ContinuousClock().now
         do {
             let answer = try await oms.request("POST", "/api/v1/instances/\(database)/async/\(classID)/create", json: ["data": ["name": .string("item \(index)")], "instance_id": .string(instance)], timeout: .seconds(10))
             if answer.status == 202, let command = answer.data?["command_id"]?.stringValue {
                 let now = ContinuousClock().now
-                acknowledged.withLock { $0[instance] = (command, now) }
+                acknowledged.withLock { $0[instance] = (command, now, sent) }
                 return .acknowledged(instance)
             }
             // A 4xx, or a 503 from a dependency that is down: the API wrote nothing (or rolled it back) — unless it
@@ -117,9 +118,10 @@ final class OMSWorkload: Sendable {
     /// Acknowledged creates, instance id → command id.
     var commands: [String: String] { acknowledged.withLock { $0.mapValues(\.command) } }
 
-    /// Acknowledged creates whose 202 came between `from` and `to`.
-    func acknowledged(from: ContinuousClock.Instant, to: ContinuousClock.Instant) -> [String: String] {
-        acknowledged.withLock { table in table.filter { $0.value.at >= from && $0.value.at <= to }.mapValues(\.command) }
+    /// Acknowledged creates whose request was sent between `from` and `to` (a request sent before a fault may be
+    /// answered after it began, having been handled before).
+    func acknowledged(sentFrom from: ContinuousClock.Instant, to: ContinuousClock.Instant) -> [String: String] {
+        acknowledged.withLock { table in table.filter { $0.value.sent >= from && $0.value.sent <= to }.mapValues(\.command) }
     }
 
     /// Acknowledged creates whose 202 came before `instant`.
@@ -216,9 +218,9 @@ extension OMSChaosScenario {
         let clock = ContinuousClock()
         switch self {
         case .kafkaDown:
-            // Accepted in the fault's first second, and still not COMPLETED 5 s after it began.
-            try await clock.sleep(until: began + .seconds(1))
-            let early = workload.acknowledged(from: began, to: clock.now)
+            // Sent in the fault's first second and accepted, and still not COMPLETED 5 s after it began.
+            try await clock.sleep(until: began + .seconds(2))
+            let early = workload.acknowledged(sentFrom: began, to: began + .seconds(1))
             try await clock.sleep(until: began + .milliseconds(5_500))
             var violations: [String] = []
             if early.isEmpty { violations.append("no create was accepted (202) in the first second of the Kafka outage") }
@@ -237,7 +239,7 @@ extension OMSChaosScenario {
                 }
             }
             try await clock.sleep(until: began + .seconds(5))
-            let during = workload.acknowledged(from: began + .milliseconds(500), to: clock.now)
+            let during = workload.acknowledged(sentFrom: began, to: clock.now)
             let nodes = try await target.oms.get("/api/v1/graph/\(workload.database)?class=\(workload.classID)").data?["nodes"]?.arrayValue ?? []
             for node in nodes {
                 guard let id = node["id"]?.stringValue, during[id] != nil else { continue }

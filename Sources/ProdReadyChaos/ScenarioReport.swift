@@ -62,8 +62,8 @@ public enum ScenarioReport {
 
     /// Prints the summary line and, with a report directory, appends the JSON line. Returns the file written.
     @discardableResult
-    public static func record(_ summary: ScenarioSummary, environment: [String: String]? = nil) throws -> String? {
-        print(summary.line)
+    public static func record(_ summary: ScenarioSummary, environment: [String: String]? = nil, echo: (String) -> Void = { print($0) }) throws -> String? {
+        echo(summary.line)
         let environment = environment ?? ProcessInfo.processInfo.environment
         guard let directory = environment[directoryVariable], !directory.isEmpty else { return nil }
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
