@@ -23,7 +23,10 @@ public struct DeploymentChaosControl: ChaosControl {
 
     public func stop(_ component: Component) async throws { try await stack.stop(component) }
     public func kill(_ component: Component) async throws { try await stack.kill(component) }
-    public func start(_ component: Component) async throws { try await stack.start(component) }
+    public func start(_ component: Component) async throws {
+        try await stack.start(component)
+        await lowerPriority(of: stack, [component])
+    }
     public func pause(_ component: Component) async throws { try await stack.pause(component) }
     public func resume(_ component: Component) async throws { try await stack.resume(component) }
 
@@ -43,6 +46,16 @@ public struct DeploymentChaosControl: ChaosControl {
     }
 }
 
+/// Puts `components` of `stack` (each a process group: Postgres's backends, SeaweedFS's servers) at nice 19, like
+/// the deployment's service processes: a chaos run keeps both cores busy, and the timing-sensitive tests running
+/// beside it on the shared stack failed their bounds at normal priority (a 2 s operation timeout, a heartbeat).
+func lowerPriority(of stack: NativeStack, _ components: [Component]) async {
+    for component in components {
+        guard let pid = await stack.process(of: component)?.pid else { continue }
+        _ = setpriority(__priority_which_t(PRIO_PGRP.rawValue), id_t(pid), 19)
+    }
+}
+
 /// Runs `body` with an OMS chaos target of its own: a private stack (postgres, kafka, redis, s3), the OMS's four
 /// processes on it, clients for its stores, and a control that may stop, kill and pause any of it.
 public func withOMSChaosTarget<Result: Sendable>(
@@ -51,6 +64,7 @@ public func withOMSChaosTarget<Result: Sendable>(
     _ body: (OMSChaosTarget) async throws -> Result
 ) async throws -> Result {
     try await withPrivateStack([.postgres, .kafka, .redis, .s3], label: label) { stack in
+        await lowerPriority(of: stack, [.postgres, .kafka, .redis, .s3])
         let endpoints = await stack.endpoints
         return try await withOMSDeployment(endpoints: endpoints, extraEnvironment: extraEnvironment) { deployment, isolation in
             guard let s3Endpoint = endpoints.s3, let redisURL = endpoints.redisURL, let postgresURL = endpoints.postgresURL, let kafka = endpoints.kafkaBootstrapServers else {

@@ -175,6 +175,9 @@ public actor NativeStack {
 
     public func logPath(_ component: Component) -> String? { state.component(component)?.logPath }
 
+    /// The running process of `component` (it leads its own process group); nil while stopped.
+    public func process(of component: Component) -> ProcessIdentity? { state.component(component)?.process }
+
     public func isRunning(_ component: Component) -> Bool {
         state.component(component)?.process?.isAlive ?? false
     }
