@@ -38,11 +38,7 @@ public struct DeploymentChaosControl: ChaosControl {
     public func pauseProcess(_ name: String) async throws { try await deployment.process(name).send(signal: SIGSTOP) }
     public func resumeProcess(_ name: String) async throws { try await deployment.process(name).send(signal: SIGCONT) }
     public func exitStatus(of name: String, within timeout: Duration) async throws -> Int32? {
-        switch try await deployment.process(name).exit(within: timeout) {
-        case .exited(let status): status
-        case .signaled(let signal): 128 + signal
-        case nil: nil
-        }
+        (try await deployment.process(name).exit(within: timeout))?.shellStatus
     }
 }
 

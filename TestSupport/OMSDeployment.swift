@@ -1,4 +1,5 @@
 import Foundation
+public import OMSChaos
 import PostgresNIO
 import ProdReadyCore
 public import ProdReadyInfra
@@ -6,14 +7,8 @@ import ProdReadyPostgres
 import ProdReadyRedis
 import ProdReadyS3
 
-/// The OMS's four processes (SPEC-oms), as `prodready serve` names them.
-public enum OMSProcessName {
-    public static let api = "oms"
-    public static let publisher = "oms-publisher"
-    public static let instanceWorker = "oms-instance-worker"
-    public static let projectionWorker = "oms-projection-worker"
-    public static let all = [api, publisher, instanceWorker, projectionWorker]
-}
+/// The OMS's four processes (SPEC-oms), as `prodready serve` names them: the chaos scenarios' list.
+public typealias OMSProcessName = OMSProcesses
 
 /// Where one OMS deployment keeps its data on a shared stack, so deployments and tests never see each other's.
 public struct OMSIsolation: Sendable {

@@ -122,13 +122,7 @@ public actor ServiceProcess {
     /// How the last launch ended, polled for up to `timeout`; nil while it still runs (or if it never ran).
     public func exit(within timeout: Duration) async -> ChildExit? {
         guard let process else { return nil }
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while true {
-            if let ending = ChildProcess.exit(of: process) { return ending }
-            if clock.now >= deadline { return nil }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
+        return await ChildProcess.exit(of: process, within: timeout)
     }
 
     /// Crash: SIGKILL to the whole process group.

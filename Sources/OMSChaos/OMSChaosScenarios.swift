@@ -38,6 +38,7 @@ public enum OMSProcesses {
     public static let publisher = "oms-publisher"
     public static let instanceWorker = "oms-instance-worker"
     public static let projectionWorker = "oms-projection-worker"
+    public static let all = [api, publisher, instanceWorker, projectionWorker]
 }
 
 /// SPEC-oms item 3, chaos-lite: one fault each, with commands flowing before, during and after it, then every

@@ -186,11 +186,30 @@ public enum ChildExit: Sendable, Equatable, CustomStringConvertible {
         case .signaled(let signal): "killed by signal \(signal)"
         }
     }
+
+    /// The status a shell reports: the exit status, or 128 + the signal.
+    public var shellStatus: Int32 {
+        switch self {
+        case .exited(let code): code
+        case .signaled(let signal): 128 + signal
+        }
+    }
 }
 
 extension ChildProcess {
     /// How an automatically reaped child ended, once it has (nil while it runs or if it was not ours).
     public static func exit(of identity: ProcessIdentity) -> ChildExit? { ChildReaper.shared.ending(of: identity.pid) }
+
+    /// How the child ended, polled for up to `timeout`; nil if it still runs then (or was not ours).
+    public static func exit(of identity: ProcessIdentity, within timeout: Duration) async -> ChildExit? {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        while true {
+            if let ending = exit(of: identity) { return ending }
+            if clock.now >= deadline { return nil }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+    }
 }
 
 /// Reaps children this process spawned so they do not linger as zombies after exiting.

@@ -100,13 +100,7 @@ public actor StackServices {
     /// that started it (the parent reaps it).
     public func exit(of name: String, within timeout: Duration) async throws -> ChildExit? {
         guard let identity = try existing(name).identity else { return nil }
-        let clock = ContinuousClock()
-        let deadline = clock.now + timeout
-        while true {
-            if let ending = ChildProcess.exit(of: identity) { return ending }
-            if clock.now >= deadline { return nil }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        return await ChildProcess.exit(of: identity, within: timeout)
     }
 
     public func stop(_ name: String, gracePeriod: Duration = .seconds(10)) async throws {

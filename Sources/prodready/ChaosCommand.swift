@@ -125,10 +125,6 @@ struct StackChaosControl: ChaosControl {
     func pauseProcess(_ name: String) async throws { try await services.pause(name) }
     func resumeProcess(_ name: String) async throws { try await services.resume(name) }
     func exitStatus(of name: String, within timeout: Duration) async throws -> Int32? {
-        switch try await services.exit(of: name, within: timeout) {
-        case .exited(let status): status
-        case .signaled(let signal): 128 + signal
-        case nil: nil
-        }
+        (try await services.exit(of: name, within: timeout))?.shellStatus
     }
 }
