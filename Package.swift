@@ -144,16 +144,38 @@ let package = Package(
             dependencies: ["ProdReadyCore", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: strictSwift
         ),
-        // The OMS reference service (SPEC-oms): event store, publisher, workers, HTTP API.
+        // The audit event's wire contract (SPEC-audit): the record producers put in their outbox and the audit
+        // service stores, and where it goes on NATS.
+        .target(
+            name: "AuditContract",
+            dependencies: ["ProdReadyCore", "ProdReadyReliability", "ProdReadyNATS"],
+            swiftSettings: strictSwift
+        ),
+        // The OMS reference service (SPEC-oms): event store, publisher, workers, HTTP API, audit outbox and relay.
         .target(
             name: "OMSService",
             dependencies: [
-                "OMSContract", "ProdReadyService", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyS3",
-                "ProdReadyKafka", "ProdReadyRedis",
+                "OMSContract", "AuditContract", "ProdReadyService", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyS3",
+                "ProdReadyKafka", "ProdReadyRedis", "ProdReadyNATS", "ProdReadySinks",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        // The audit reference service (SPEC-audit): the `audit` process's JetStream consumer, store, API and housekeeping.
+        .target(
+            name: "AuditService",
+            dependencies: [
+                "AuditContract", "ProdReadyService", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyNATS",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strictSwift
@@ -191,7 +213,7 @@ let package = Package(
         .executableTarget(
             name: "prodready",
             dependencies: [
-                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyService", "OMSService",
+                "ProdReadyInfra", "ProdReadyReliability", "ProdReadyPostgres", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyService", "OMSService", "AuditService", "AuditContract",
                 "ProdReadyChaos", "OMSChaos", "ProdReadyVerification", "ProdReadyRedis", "ProdReadyS3",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),

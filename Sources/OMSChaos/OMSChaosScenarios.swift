@@ -77,34 +77,48 @@ public struct OMSChaosOutcome: Sendable {
     public var report: LossReport
 }
 
-/// Creates sent to a database and class of one scenario's own, by instance id (the id their effect carries).
+/// Creates sent to a database of one scenario's own, spread over classes of `perClass` instances, by instance id
+/// (the id their effect carries).
 final class OMSWorkload: Sendable {
     let database: String
-    let classID = "Product"
+    /// The classes creates go to, in order; the last one takes any creates beyond `perClass` × their number.
+    let classes: [String]
+    /// Instances per class: the graph is read per class, so a check costs the same late in a long soak as early.
+    static let perClass = 200
     let ledger = OperationLedger()
-    /// Acknowledged creates: instance id → command id, when the 202 came, and when the request was sent.
-    private let acknowledged = Mutex<[String: (command: String, at: ContinuousClock.Instant, sent: ContinuousClock.Instant)]>([:])
+    /// Acknowledged creates: instance id → command id and class, when the 202 came, and when the request was sent.
+    private let acknowledged = Mutex<[String: (command: String, classID: String, at: ContinuousClock.Instant, sent: ContinuousClock.Instant)]>([:])
+    /// Acknowledged creates seen passing all six checks; later checks ask only about the others.
+    private let converged = Mutex<Set<String>>([])
     private let label: String
 
-    init(label: String) {
+    /// A workload for about `expectedCreates` creates (more go to the last class).
+    init(label: String, expectedCreates: Int = 0) {
         self.label = label
         database = "chaos-\(label)-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
+        classes = (0..<max(1, (expectedCreates + Self.perClass - 1) / Self.perClass)).map { "Product\($0)" }
     }
 
-    /// The database and its class, both completed.
+    /// The first class: the one of a scenario with fewer than `perClass` creates.
+    var classID: String { classes[0] }
+
+    func classID(of index: Int) -> String { classes[min(index / Self.perClass, classes.count - 1)] }
+
+    /// The database and its classes, all completed.
     func prepare(_ oms: ServiceClient) async throws {
         try await OMSCommands.complete(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
-        try await OMSCommands.complete(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": .string(classID), "properties": [["name": "name", "type": "string", "required": true]]])
+        try await OMSClasses.create(oms, database: database, names: classes)
     }
 
     func send(_ index: Int, _ oms: ServiceClient) async -> LoadOutcome {
         let instance = "\(label)-\(index)"
+        let classID = classID(of: index)
         let sent = ContinuousClock().now
         do {
             let answer = try await oms.request("POST", "/api/v1/instances/\(database)/async/\(classID)/create", json: ["data": ["name": .string("item \(index)")], "instance_id": .string(instance)], timeout: .seconds(10))
             if answer.status == 202, let command = answer.data?["command_id"]?.stringValue {
                 let now = ContinuousClock().now
-                acknowledged.withLock { $0[instance] = (command, now, sent) }
+                acknowledged.withLock { $0[instance] = (command, classID, now, sent) }
                 return .acknowledged(instance)
             }
             // A 4xx, or a 503 from a dependency that is down: the API wrote nothing (or rolled it back) — unless it
@@ -116,22 +130,71 @@ final class OMSWorkload: Sendable {
         }
     }
 
-    /// Acknowledged creates, instance id → command id.
-    var commands: [String: String] { acknowledged.withLock { $0.mapValues(\.command) } }
+    /// Acknowledged creates.
+    var creates: [OMSCreate] { acknowledged.withLock { $0.map { OMSCreate(instance: $0.key, command: $0.value.command, classID: $0.value.classID) } } }
 
     /// Acknowledged creates whose request was sent between `from` and `to` (a request sent before a fault may be
-    /// answered after it began, having been handled before).
+    /// answered after it began, having been handled before), instance id → command id.
     func acknowledged(sentFrom from: ContinuousClock.Instant, to: ContinuousClock.Instant) -> [String: String] {
         acknowledged.withLock { table in table.filter { $0.value.sent >= from && $0.value.sent <= to }.mapValues(\.command) }
     }
 
-    /// Acknowledged creates whose 202 came before `instant`.
+    /// Acknowledged creates whose 202 came before `instant`, instance id → command id.
     func acknowledged(before instant: ContinuousClock.Instant) -> [String: String] {
         acknowledged.withLock { table in table.filter { $0.value.at < instant }.mapValues(\.command) }
     }
 
+    /// Effects for loss accounting, cheaply enough to poll through a long soak: the creates seen converged
+    /// before, those converging now (only the others are read), and every create that was not acknowledged but
+    /// is in the write model. Read-model losses after convergence and instances nobody sent are for `observeAll`.
     func observe(_ target: OMSChaosTarget) async throws -> [String] {
-        try await OMSConvergence.observe(database: database, classID: classID, commands: commands, oms: target.oms, stores: target.stores)
+        let known = converged.withLock { $0 }
+        let pending = creates.filter { !known.contains($0.instance) }
+        let now = try await OMSConvergence.converged(database: database, creates: pending, oms: target.oms, stores: target.stores)
+        let all = converged.withLock { $0.formUnion(now); return $0 }
+        let unacknowledged = ledger.snapshot.filter { $0.value != .acknowledged }.map(\.key)
+        return Array(all) + (try await target.stores.writtenInstances(database: database, among: unacknowledged))
+    }
+
+    /// Effects for loss accounting, everything read afresh, every class's whole graph.
+    func observeAll(_ target: OMSChaosTarget) async throws -> [String] {
+        try await OMSConvergence.observeAll(database: database, classes: classes, creates: creates, oms: target.oms, stores: target.stores)
+    }
+
+    /// Everything the ledger holds converges: polled with `observe` until it does, then confirmed once with
+    /// `observeAll`, whose report (timed from `since`) is the one returned when the first converged.
+    func converge(_ target: OMSChaosTarget, since: ContinuousClock.Instant, timeout: Duration) async throws -> LossReport {
+        let polled = try await LossAccounting.converge(ledger, since: since, timeout: timeout, interval: .milliseconds(500)) { try await self.observe(target) }
+        guard polled.passed else { return polled }
+        return try await LossAccounting.converge(ledger, since: since, timeout: .seconds(30), interval: .seconds(1)) { try await self.observeAll(target) }
+    }
+}
+
+/// Creating classes.
+public enum OMSClasses {
+    /// Creates classes `names` of `database` (16 requests at a time), each with one required string property
+    /// `name`, and waits until the ontology lists them all.
+    public static func create(_ client: ServiceClient, database: String, names: [String], timeout: Duration = .seconds(120)) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, name) in names.enumerated() {
+                if index >= 16 { try await group.next() }
+                group.addTask {
+                    let answer = try await client.request("POST", "/api/v1/database/\(database)/ontology", json: ["id": .string(name), "properties": [["name": "name", "type": "string", "required": true]]])
+                    guard answer.status == 202 else { throw ProdReadyError(.protocolError, "creating class \(name) answered \(answer.status): \(answer.body.map { "\($0)" } ?? "")") }
+                }
+            }
+            try await group.waitForAll()
+        }
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var missing = Set(names)
+        while true {
+            let listed = try await client.get("/api/v1/database/\(database)/ontology").data?["ontologies"]?.arrayValue ?? []
+            missing.subtract(listed.compactMap { $0["id"]?.stringValue })
+            if missing.isEmpty { return }
+            guard clock.now < deadline else { throw ProdReadyError(.timeout, "\(missing.count) of \(names.count) classes of \(database) did not exist after \(timeout), e.g. \(missing.sorted().prefix(3))") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
     }
 }
 
@@ -186,16 +249,14 @@ extension OMSChaosScenario {
             throw error
         }
         await generator.stop()
-        let report = try await LossAccounting.converge(workload.ledger, since: window.healed, timeout: convergeTimeout, interval: .milliseconds(500)) {
-            try await workload.observe(target)
-        }
+        let report = try await workload.converge(target, since: window.healed, timeout: convergeTimeout)
         target.log.note("scenario \(rawValue): \(report)")
         violations.add(contentsOf: try await checksAfterConvergence(target, workload))
-        let commands = workload.commands
+        let creates = Dictionary(uniqueKeysWithValues: workload.creates.map { ($0.instance, $0) })
         for instance in report.lost.prefix(3) {
-            guard let command = commands[instance] else { continue }
-            let checks = try await OMSConvergence.diagnose(database: workload.database, classID: workload.classID, instance: instance, command: command, oms: target.oms, stores: target.stores)
-            let onKafka = (try? await OMSKafkaTrace.locate(command: command, target: target)) ?? "the commands topic could not be read"
+            guard let create = creates[instance] else { continue }
+            let checks = try await OMSConvergence.diagnose(database: workload.database, classID: create.classID, instance: instance, command: create.command, oms: target.oms, stores: target.stores)
+            let onKafka = (try? await OMSKafkaTrace.locate(command: create.command, target: target)) ?? "the commands topic could not be read"
             violations.add("lost \(instance): \(checks); \(onKafka)")
         }
         let summary = ScenarioSummary(

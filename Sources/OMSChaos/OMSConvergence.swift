@@ -34,18 +34,61 @@ public struct OMSStores: Sendable {
             SELECT event_id, status, attempt_count FROM \(unescaped: "\"\(schema)\"").processed_events
             WHERE handler = \(handler) AND aggregate_id LIKE \(database + ":%")
             """
+        return try await processedRows(query, doing: "reading \(handler)'s processed events")
+    }
+
+    /// `processed_events` rows of `handler` for the events `eventIDs` (found by primary key: the cost grows with
+    /// the ids asked for, not with the table).
+    public func processedEvents(handler: String, eventIDs: [String]) async throws -> [String: (status: String, attempts: Int)] {
+        guard !eventIDs.isEmpty else { return [:] }
+        let query: PostgresQuery = """
+            SELECT event_id, status, attempt_count FROM \(unescaped: "\"\(schema)\"").processed_events
+            WHERE handler = \(handler) AND event_id = ANY(\(eventIDs))
+            """
+        return try await processedRows(query, doing: "reading \(handler)'s rows of \(eventIDs.count) events")
+    }
+
+    private func processedRows(_ query: PostgresQuery, doing: String) async throws -> [String: (status: String, attempts: Int)] {
         var result: [String: (status: String, attempts: Int)] = [:]
-        for row in try await queryRows(postgres, query, deadline: .seconds(10), doing: "reading \(handler)'s processed events", logger: Self.logger) {
+        for row in try await queryRows(postgres, query, deadline: .seconds(10), doing: doing, logger: Self.logger) {
             let (id, status, attempts) = try row.decode((String, String, Int32).self)
             result[id] = (status, Int(attempts))
         }
         return result
     }
 
-    /// Event ids the by-event-id index holds.
+    /// Which of `instanceIDs` the write model of `database` holds (in any class, deleted or not): the effect a
+    /// refused create must not have.
+    public func writtenInstances(database: String, among instanceIDs: [String]) async throws -> Set<String> {
+        guard !instanceIDs.isEmpty else { return [] }
+        let query: PostgresQuery = """
+            SELECT instance_id FROM \(unescaped: "\"\(schema)\"").oms_instances
+            WHERE database = \(database) AND instance_id = ANY(\(instanceIDs))
+            """
+        var written: Set<String> = []
+        for row in try await queryRows(postgres, query, deadline: .seconds(10), doing: "looking up \(instanceIDs.count) instances", logger: Self.logger) {
+            written.insert(try row.decode(String.self))
+        }
+        return written
+    }
+
+    /// Event ids the by-event-id index holds (one listing of the whole index: for a final check, not for polling).
     public func indexedEventIDs() async throws -> Set<String> {
         let prefix = "indexes/by-event-id/"
         return Set(try await s3.listKeys(bucket: bucket, prefix: prefix).map { String($0.dropFirst(prefix.count).dropLast(".json".count)) })
+    }
+
+    /// Which of `eventIDs` the by-event-id index holds, one HEAD each, `parallel` at a time.
+    public func indexed(_ eventIDs: [String], parallel: Int = 8) async throws -> Set<String> {
+        try await withThrowingTaskGroup(of: String?.self) { group in
+            var present: Set<String> = []
+            for (index, id) in eventIDs.enumerated() {
+                if index >= parallel, let found = try await group.next() { found.map { _ = present.insert($0) } }
+                group.addTask { try await s3.objectExists(bucket: bucket, key: "indexes/by-event-id/\(id).json") ? id : nil }
+            }
+            for try await found in group { found.map { _ = present.insert($0) } }
+            return present
+        }
     }
 
     /// Which of `instances` of `database`/`classID` have a read-model document.
@@ -66,39 +109,69 @@ public struct OMSStores: Sendable {
 /// deterministic id; the projection worker's row for it is `done`; the read-model document exists; the graph
 /// shows the node FULL.
 public enum OMSConvergence {
-    /// Effects observed for loss accounting, one entry per instance id: every instance of `commands` (instance id →
-    /// command id, the acknowledged creates) that passes all six checks, and every other instance the graph shows
-    /// at all (the effect of a create that was refused or never sent: unexpected).
-    public static func observe(database: String, classID: String, commands: [String: String], oms: ServiceClient, stores: OMSStores) async throws -> [String] {
+    /// Which of `creates` pass all six checks. The cheap checks come first (the graph of each class involved,
+    /// registry rows by primary key, one MGET per class); only creates that passed them cost two index HEADs. A
+    /// poll's cost grows with the creates asked about, so callers ask only about those not yet converged.
+    public static func converged(database: String, creates: [OMSCreate], oms: ServiceClient, stores: OMSStores) async throws -> Set<String> {
+        guard !creates.isEmpty else { return [] }
+        let byClass = Dictionary(grouping: creates, by: \.classID)
+        var full: Set<String> = []
+        var documents: Set<String> = []
+        for (classID, members) in byClass {
+            full.formUnion(try await graph(database: database, classID: classID, oms: oms).full)
+            documents.formUnion(try await stores.documentsExist(database: database, classID: classID, instances: members.map(\.instance)))
+        }
+        let instanceRows = try await stores.processedEvents(handler: OMSProcesses.instanceWorker, eventIDs: creates.map(\.command))
+        let projectionRows = try await stores.processedEvents(handler: OMSProcesses.projectionWorker, eventIDs: creates.map { $0.domainEventID(database: database) })
+        let candidates = creates.filter {
+            full.contains($0.instance) && documents.contains($0.instance) && instanceRows[$0.command]?.status == "done"
+                && projectionRows[$0.domainEventID(database: database)]?.status == "done"
+        }
+        let indexed = try await stores.indexed(candidates.flatMap { [$0.command, $0.domainEventID(database: database)] })
+        return Set(candidates.filter { indexed.contains($0.command) && indexed.contains($0.domainEventID(database: database)) }.map(\.instance))
+    }
+
+    /// Effects observed for loss accounting, everything read afresh (for a final check; too costly to poll on a
+    /// long run): every create of `creates` that passes all six checks, and every other instance the graph of
+    /// `classes` shows (the effect of a create that was refused or never sent: unexpected).
+    public static func observeAll(database: String, classes: [String], creates: [OMSCreate], oms: ServiceClient, stores: OMSStores) async throws -> [String] {
+        let instanceRows = try await stores.processedEvents(handler: OMSProcesses.instanceWorker, database: database)
+        let projectionRows = try await stores.processedEvents(handler: OMSProcesses.projectionWorker, database: database)
+        let indexed = try await stores.indexedEventIDs()
+        let byClass = Dictionary(grouping: creates, by: \.classID)
+        var effects: [String] = []
+        for classID in Set(classes).union(byClass.keys) {
+            let members = byClass[classID] ?? []
+            let (full, shown) = try await graph(database: database, classID: classID, oms: oms)
+            let documents = try await stores.documentsExist(database: database, classID: classID, instances: members.map(\.instance))
+            for create in members {
+                let domain = create.domainEventID(database: database)
+                if indexed.contains(create.command), instanceRows[create.command]?.status == "done", indexed.contains(domain),
+                    projectionRows[domain]?.status == "done", documents.contains(create.instance), full.contains(create.instance)
+                {
+                    effects.append(create.instance)
+                }
+            }
+            effects += shown.subtracting(members.map(\.instance))
+        }
+        return effects
+    }
+
+    /// The nodes the graph of one class shows, and those of them FULL.
+    static func graph(database: String, classID: String, oms: ServiceClient) async throws -> (full: Set<String>, shown: Set<String>) {
         let graph = try await oms.get("/api/v1/graph/\(database)?class=\(classID)")
         guard graph.status == 200, let nodes = graph.data?["nodes"]?.arrayValue else {
             throw ProdReadyError(.serverError, "graph of \(database)/\(classID) answered \(graph.status)")
         }
-        let full = Set(nodes.filter { $0["data_status"] == "FULL" }.compactMap { $0["id"]?.stringValue })
-        let shown = Set(nodes.compactMap { $0["id"]?.stringValue })
-        let instanceRows = try await stores.processedEvents(handler: "oms-instance-worker", database: database)
-        let projectionRows = try await stores.processedEvents(handler: "oms-projection-worker", database: database)
-        let indexed = try await stores.indexedEventIDs()
-        let documents = try await stores.documentsExist(database: database, classID: classID, instances: Array(commands.keys))
-        var effects: [String] = []
-        for (instance, command) in commands {
-            let domain = UUIDv5.domainEventID(commandID: command, eventType: "INSTANCE_CREATED", aggregateID: "\(database):\(classID):\(instance)")
-            if indexed.contains(command), instanceRows[command]?.status == "done", indexed.contains(domain), projectionRows[domain]?.status == "done",
-                documents.contains(instance), full.contains(instance)
-            {
-                effects.append(instance)
-            }
-        }
-        effects += shown.subtracting(commands.keys)
-        return effects
+        return (Set(nodes.filter { $0["data_status"] == "FULL" }.compactMap { $0["id"]?.stringValue }), Set(nodes.compactMap { $0["id"]?.stringValue }))
     }
 
     /// Which of the six checks `instance`'s create passes, for the report of a lost one: where it got stuck.
     public static func diagnose(database: String, classID: String, instance: String, command: String, oms: ServiceClient, stores: OMSStores) async throws -> String {
         let domain = UUIDv5.domainEventID(commandID: command, eventType: "INSTANCE_CREATED", aggregateID: "\(database):\(classID):\(instance)")
-        let indexed = try await stores.indexedEventIDs()
-        let instanceRow = try await stores.processedEvents(handler: "oms-instance-worker", database: database)[command]
-        let projectionRow = try await stores.processedEvents(handler: "oms-projection-worker", database: database)[domain]
+        let indexed = try await stores.indexed([command, domain])
+        let instanceRow = try await stores.processedEvents(handler: OMSProcesses.instanceWorker, eventIDs: [command])[command]
+        let projectionRow = try await stores.processedEvents(handler: OMSProcesses.projectionWorker, eventIDs: [domain])[domain]
         let document = try await stores.documentsExist(database: database, classID: classID, instances: [instance]).contains(instance)
         let node = (try await oms.get("/api/v1/graph/\(database)?class=\(classID)").data?["nodes"]?.arrayValue ?? []).first { $0["id"]?.stringValue == instance }
         let status = try await oms.get("/api/v1/commands/\(command)/status").data
@@ -112,5 +185,23 @@ public enum OMSConvergence {
             "graph: \(node?["data_status"]?.stringValue ?? "no node")",
             "status \(status?["status"]?.stringValue ?? "unknown") \(status?["history"].map { "\($0)" } ?? "")",
         ].joined(separator: ", ")
+    }
+}
+
+/// One acknowledged create: the instance it made (the id its effect carries), its command and its class.
+public struct OMSCreate: Sendable, Hashable {
+    public var instance: String
+    public var command: String
+    public var classID: String
+
+    public init(instance: String, command: String, classID: String) {
+        self.instance = instance
+        self.command = command
+        self.classID = classID
+    }
+
+    /// The id of the `INSTANCE_CREATED` domain event the instance worker derives from the command.
+    public func domainEventID(database: String) -> String {
+        UUIDv5.domainEventID(commandID: command, eventType: "INSTANCE_CREATED", aggregateID: "\(database):\(classID):\(instance)")
     }
 }

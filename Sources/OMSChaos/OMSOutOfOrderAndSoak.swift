@@ -133,7 +133,7 @@ public enum OMSSoak {
     public static func run(on target: OMSChaosTarget, seconds: Int, seed: UInt64, rate: Int = 5, convergeTimeout: Duration = .seconds(120)) async throws -> [OMSChaosOutcome] {
         let plan = schedule(seconds: seconds, seed: seed)
         target.log.note("soak of \(seconds) s\n\(plan)")
-        let workload = OMSWorkload(label: "soak")
+        let workload = OMSWorkload(label: "soak", expectedCreates: seconds * rate * 3 / 2)
         try await workload.prepare(target.oms)
         let generator = LoadGenerator(ledger: workload.ledger, rate: rate, maxInFlight: 8) { await workload.send($0, target.oms) }
         generator.start()
@@ -165,7 +165,7 @@ public enum OMSSoak {
         }
         await generator.stop()
         let stopped = clock.now
-        let report = try await LossAccounting.converge(workload.ledger, since: stopped, timeout: convergeTimeout, interval: .milliseconds(500)) { try await workload.observe(target) }
+        let report = try await workload.converge(target, since: stopped, timeout: convergeTimeout)
         let summary = ScenarioSummary(
             suite: "oms", scenario: "soak", fault: "\(outcomes.count) faults over \(seconds) s", holdSeconds: 2, seed: seed,
             acknowledgedDuringFault: outcomes.map(\.summary.acknowledgedDuringFault).reduce(0, +), report: report,

@@ -226,6 +226,9 @@ public enum OMSAPI {
                 return try await deps.aggregates.reserveNext(aggregateID, seed: 0, ifExpected: 0)
             }
         } catch let conflict as OptimisticConcurrencyConflict {
+            if expected != nil, let audit = deps.writeModel.auditTrail {
+                await audit.refused(OMSAuditTrail.conflict(caller, type, database: database, aggregateID: aggregateID, expected: conflict.expected, actual: conflict.actual, requestID: context.requestID), requestID: context.requestID)
+            }
             if expected == nil {
                 throw ServiceError.conflict(type == .createOntology ? "class_exists" : type == .createDatabase ? "database_exists" : "instance_exists", "'\(aggregateID)' exists already")
             }

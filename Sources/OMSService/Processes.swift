@@ -1,3 +1,4 @@
+import AuditContract
 import Foundation
 import Hummingbird
 public import Logging
@@ -5,10 +6,12 @@ import OMSContract
 import PostgresNIO
 import ProdReadyCore
 import ProdReadyKafka
+import ProdReadyNATS
 import ProdReadyPostgres
 import ProdReadyRedis
 import ProdReadyReliability
 import ProdReadyS3
+import ProdReadySinks
 public import ProdReadyService
 import ServiceLifecycle
 
@@ -18,6 +21,8 @@ public enum OMSProcessKind: String, Sendable, CaseIterable {
     case publisher = "oms-publisher"
     case instanceWorker = "oms-instance-worker"
     case projectionWorker = "oms-projection-worker"
+    /// Publishes the audit outbox to NATS JetStream (SPEC-audit); a process of its own so a test can kill it alone.
+    case outboxRelay = "oms-outbox-relay"
 
     public var crashPoints: Set<String> {
         switch self {
@@ -25,6 +30,7 @@ public enum OMSProcessKind: String, Sendable, CaseIterable {
         case .publisher: OMSPublisher.crashPointNames
         case .instanceWorker: OMSInstanceWorker.crashPointNames
         case .projectionWorker: OMSProjectionWorker.crashPointNames
+        case .outboxRelay: []
         }
     }
 }
@@ -51,9 +57,13 @@ public struct OMSSettings: Sendable {
     public var heartbeat: Duration
     public var gapTimeout: Duration
     public var jwtSecret: String
+    /// The NATS server the outbox relay publishes audit events to (only the relay needs it).
+    public var natsURL: String
+    /// Prefix of the audit subjects (`<prefix>audit.…`), which also names the stream (`AUDIT_<PREFIX>`).
+    public var auditSubjectPrefix: String
 
     /// Reads and checks every setting; all problems are reported at once.
-    public static func read(options: [String: String], home: String, environment: [String: String]? = nil) throws -> OMSSettings {
+    public static func read(options: [String: String], home: String, environment: [String: String]? = nil, process: OMSProcessKind? = nil) throws -> OMSSettings {
         let reader = SettingsReader(environment: environment)
         let env = reader.environment
         func value(_ flag: String) -> String? { options[flag] }
@@ -80,6 +90,13 @@ public struct OMSSettings: Sendable {
         let lease = reader.seconds(value("--lease-seconds"), flag: "--lease-seconds", env: "OMS_LEASE_SECONDS", default: 5, range: 0.5...3600)
         let heartbeat = reader.seconds(value("--heartbeat-seconds"), flag: "--heartbeat-seconds", env: "OMS_HEARTBEAT_SECONDS", default: 1, range: 0.1...1200)
         let gap = reader.seconds(value("--gap-timeout-seconds"), flag: "--gap-timeout-seconds", env: "OMS_GAP_TIMEOUT_SECONDS", default: 5, range: 0.1...3600)
+        let nats = reader.text(value("--nats-url"), flag: "--nats-url", env: "NATS_URL", default: "", expected: "nats://host:port") { $0.isEmpty || $0.hasPrefix("nats://") || $0.hasPrefix("tls://") }
+        if process == .outboxRelay && nats.isEmpty {
+            reader.problem("--nats-url", value: nil, expected: "nats://host:port: the outbox relay publishes audit events there (or set NATS_URL)")
+        }
+        let auditPrefix = reader.text(value("--audit-subject-prefix"), flag: "--audit-subject-prefix", env: "OMS_AUDIT_SUBJECT_PREFIX", default: "", expected: "empty, or dotted tokens ending in '.' (t1.)") {
+            AuditSubjects.isValidPrefix($0)
+        }
         if heartbeat * 3 > lease {
             reader.problem("--heartbeat-seconds", value: "\(heartbeat)", expected: "at most a third of the lease (\(lease)), so two missed beats still keep it")
         }
@@ -97,7 +114,7 @@ public struct OMSSettings: Sendable {
             postgresURL: url, schema: schema, s3Endpoint: s3, s3AccessKey: accessKey, s3SecretKey: secretKey, s3Region: region, bucket: bucket, kafkaServers: kafka,
             kafkaProperties: OMSSettings.keyValues(kafkaProperties) ?? [:],
             topicPrefix: topicPrefix, redisURL: redis, redisPrefix: redisPrefix, groupPrefix: groupPrefix, host: host, port: port, lease: lease, heartbeat: heartbeat,
-            gapTimeout: gap, jwtSecret: secret)
+            gapTimeout: gap, jwtSecret: secret, natsURL: nats, auditSubjectPrefix: auditPrefix)
     }
 }
 
@@ -132,7 +149,8 @@ public enum OMSProcess {
         let store = OMSEventStore(s3: s3, bucket: settings.bucket, allocator: try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSEventStore.allocatorType, operationTimeout: isAPI ? postgresDeadline : .seconds(5)))
         let redis = try RedisClient(url: settings.redisURL)
         let readStore = OMSReadStore(redis: redis, prefix: settings.redisPrefix)
-        let writeModel = OMSWriteModel(client: postgres, schema: schema, logger: logger, deadline: postgresDeadline)
+        let auditTrail = OMSAuditTrail(outbox: Outbox(client: postgres, schema: schema, logger: logger), subjects: AuditSubjects(prefix: settings.auditSubjectPrefix), logger: logger)
+        let writeModel = OMSWriteModel(client: postgres, schema: schema, logger: logger, deadline: postgresDeadline, auditTrail: auditTrail)
         let topics = OMSTopics(prefix: settings.topicPrefix)
         var kafka = KafkaConfiguration.embedded(bootstrapServers: settings.kafkaServers, clientID: kind.rawValue)
         kafka.properties.merge(settings.kafkaProperties) { _, given in given }
@@ -156,6 +174,11 @@ public enum OMSProcess {
         let registryOptions = ProcessedEventRegistry.Options(owner: owner, leaseTimeout: settings.lease, operationTimeout: .seconds(5))
         switch kind {
         case .api:
+            // Refused writes are audited; refused reads are not (SPEC-audit: what matters to auditors).
+            router.onRefused = { refusal in
+                guard refusal.method != .get else { return }
+                await auditTrail.refused(OMSAuditTrail.accessDenied(refusal), requestID: refusal.requestID)
+            }
             router.addHealthRoutes(checks: [postgresCheck, s3Check, HealthCheck("redis", critical: false) { try await readStore.ping() }], readiness: readiness, envelope: .successData)
             let aggregates = try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSAPIDependencies.aggregateType, operationTimeout: postgresDeadline)
             OMSAPI.addRoutes(to: router, OMSAPIDependencies(store: store, writeModel: writeModel, readStore: readStore, aggregates: aggregates, logger: logger))
@@ -175,13 +198,23 @@ public enum OMSProcess {
             services.append(OMSProjectionWorker(
                 consumer: consumer, registry: try ProcessedEventRegistry(client: postgres, schema: schema, options: registryOptions), readStore: readStore,
                 settings: workerSettings, crashPoints: crashPoints, logger: logger))
+        case .outboxRelay:
+            let nats = try await NATSConnection(url: settings.natsURL, name: kind.rawValue)
+            let subjects = AuditSubjects(prefix: settings.auditSubjectPrefix)
+            router.addHealthRoutes(checks: [postgresCheck, HealthCheck("nats") { try await nats.flush(timeout: .seconds(2)) }], readiness: readiness)
+            try await nats.createOrUpdateStream(subjects.stream)
+            // A relay that dies holding rows delays them 10 s; a failed publish is retried within a minute at
+            // most, so a retry of an event the stream took after all still falls in its 2-minute duplicate window.
+            let options = OutboxRelay.Options(relayID: owner, batchSize: 200, claimTimeout: .seconds(10), idleDelay: .milliseconds(20), retryBackoff: Backoff(base: .milliseconds(500), cap: .seconds(60)))
+            services.append(try OutboxRelay(client: postgres, schema: schema, sink: try JetStreamSink(connection: nats, ackTimeout: .seconds(5)), options: options, logger: logger))
         }
+
         let prepare: @Sendable () async throws -> Void = {
             try await OMSSchema.runner(schema: schema).run(on: postgres, logger: logger)
             if kind == .api || kind == .publisher {
                 if try await !s3.bucketExists(settings.bucket) { try await s3.createBucket(settings.bucket) }
             }
-            if kind != .api {
+            if kind != .api && kind != .outboxRelay {
                 // Keyed by aggregate, so one aggregate's events stay in order on one partition.
                 for topic in [topics.commands, topics.events] {
                     try await admin.createTopic(topic, partitions: 3, allowExisting: true, timeout: .seconds(30))

@@ -4,6 +4,7 @@ public import PostgresNIO
 public import ProdReadyCore
 public import ProdReadyPostgres
 import Foundation
+import ProdReadyReliability
 
 /// The OMS's write model in Postgres: databases, classes and instances with their versions. The instance worker
 /// writes it; the API reads it to validate commands and to answer counts and reads.
@@ -13,12 +14,15 @@ public struct OMSWriteModel: Sendable {
     let logger: Logger
     /// How long one statement may take before it counts as Postgres being unavailable.
     let deadline: Duration
+    /// Where applied commands are audited; nil writes no audit rows.
+    let auditTrail: OMSAuditTrail?
 
-    public init(client: PostgresClient, schema: SQLIdentifier, logger: Logger, deadline: Duration = .seconds(10)) {
+    public init(client: PostgresClient, schema: SQLIdentifier, logger: Logger, deadline: Duration = .seconds(10), auditTrail: OMSAuditTrail? = nil) {
         self.client = client
         self.schema = schema
         self.logger = logger
         self.deadline = deadline
+        self.auditTrail = auditTrail
     }
 
     var s: String { schema.quoted }
@@ -133,6 +137,23 @@ public struct OMSWriteModel: Sendable {
 
     // MARK: Applying commands (the instance worker)
 
+    /// One write of `apply`, ending in `RETURNING`. With an audit trail it runs in one transaction with the audit
+    /// outbox row, which is enqueued only when the write changed a row: a redelivered command changes nothing and
+    /// is not audited twice.
+    func write(_ query: PostgresQuery, _ doing: String, audit: () throws -> OutboxMessage?) async throws {
+        guard let outbox = auditTrail?.outbox, let message = try audit() else {
+            _ = try await rows(query, doing)
+            return
+        }
+        let logger = self.logger
+        try await withDeadline(deadline, timeoutError: { ProdReadyError(.timeout, "\(doing): no answer from Postgres within \(self.deadline)", retriable: true) }) {
+            try await outbox.transaction { transaction in
+                let changed = try await transaction.connection.query(query, logger: logger).collect()
+                if !changed.isEmpty { try await transaction.enqueue(message) }
+            }
+        }
+    }
+
     /// Applies a command event, idempotently: each write only moves a row forward to the command's aggregate
     /// sequence, so a redelivered command changes nothing. Returns the domain event's payload, or throws
     /// `OMSValidationError` when the command cannot apply (it then ends FAILED).
@@ -149,12 +170,14 @@ public struct OMSWriteModel: Sendable {
             let query: PostgresQuery = """
                 INSERT INTO \(unescaped: s).oms_databases AS d (name, description, tenant, seq) VALUES (\(database), \(description), \(command.tenant), \(seq))
                 ON CONFLICT (name) DO UPDATE SET description = excluded.description, seq = excluded.seq, deleted = false, updated_at = now()
-                WHERE d.seq < excluded.seq
+                WHERE d.seq < excluded.seq RETURNING 1
                 """
-            _ = try await rows(query, "creating database \(database)")
+            try await write(query, "creating database \(database)") { try auditTrail?.applied(command, type, before: nil, after: ["description": .string(description)]) }
             return ["database": .string(database), "description": .string(description), "seq": .int(Int(seq))]
         case .deleteDatabase:
-            _ = try await rows("UPDATE \(unescaped: s).oms_databases SET deleted = true, seq = \(seq), updated_at = now() WHERE name = \(database) AND seq < \(seq)", "deleting database \(database)")
+            try await write("UPDATE \(unescaped: s).oms_databases SET deleted = true, seq = \(seq), updated_at = now() WHERE name = \(database) AND seq < \(seq) RETURNING 1", "deleting database \(database)") {
+                try auditTrail?.applied(command, type, before: nil, after: nil)
+            }
             return ["database": .string(database), "seq": .int(Int(seq))]
         case .createOntology:
             guard let existing = try await self.database(database), !existing.deleted else {
@@ -165,9 +188,9 @@ public struct OMSWriteModel: Sendable {
             let properties = payload["properties"] ?? .array([])
             let query: PostgresQuery = """
                 INSERT INTO \(unescaped: s).oms_classes (database, class_id, label, properties, seq)
-                VALUES (\(database), \(classID), \(label), \(properties.text)::jsonb, \(seq)) ON CONFLICT DO NOTHING
+                VALUES (\(database), \(classID), \(label), \(properties.text)::jsonb, \(seq)) ON CONFLICT DO NOTHING RETURNING 1
                 """
-            _ = try await rows(query, "creating class \(classID) in \(database)")
+            try await write(query, "creating class \(classID) in \(database)") { try auditTrail?.applied(command, type, before: nil, after: ["label": .string(label), "properties": properties]) }
             return ["class": .string(classID), "label": .string(label), "properties": properties, "seq": .int(Int(seq))]
         case .createInstance, .updateInstance, .deleteInstance:
             let classID = payload["class"]?.stringValue ?? ""
@@ -189,9 +212,9 @@ public struct OMSWriteModel: Sendable {
                 let query: PostgresQuery = """
                     INSERT INTO \(unescaped: s).oms_instances AS i (database, class_id, instance_id, data, seq) VALUES (\(database), \(classID), \(id), \(data.text)::jsonb, \(seq))
                     ON CONFLICT (database, class_id, instance_id) DO UPDATE SET data = excluded.data, seq = excluded.seq, deleted = false, updated_at = now()
-                    WHERE i.seq < excluded.seq
+                    WHERE i.seq < excluded.seq RETURNING 1
                     """
-                _ = try await rows(query, "creating instance \(id)")
+                try await write(query, "creating instance \(id)") { try auditTrail?.applied(command, type, before: nil, after: data) }
             default:
                 guard let current, !current.deleted else {
                     throw OMSValidationError(field: "instance_id", message: "instance '\(id)' of '\(classID)' does not exist")
@@ -200,9 +223,11 @@ public struct OMSWriteModel: Sendable {
                 let newData = deleted ? current.data : data
                 let query: PostgresQuery = """
                     UPDATE \(unescaped: s).oms_instances SET data = \(newData.text)::jsonb, seq = \(seq), deleted = \(deleted), updated_at = now()
-                    WHERE database = \(database) AND class_id = \(classID) AND instance_id = \(id) AND seq < \(seq)
+                    WHERE database = \(database) AND class_id = \(classID) AND instance_id = \(id) AND seq < \(seq) RETURNING 1
                     """
-                _ = try await rows(query, "\(deleted ? "deleting" : "updating") instance \(id)")
+                try await write(query, "\(deleted ? "deleting" : "updating") instance \(id)") {
+                    try auditTrail?.applied(command, type, before: current.data, after: deleted ? nil : newData)
+                }
                 return ["class": .string(classID), "instance_id": .string(id), "data": newData, "seq": .int(Int(seq)), "deleted": .bool(deleted)]
             }
             return ["class": .string(classID), "instance_id": .string(id), "data": data, "seq": .int(Int(seq)), "deleted": false]

@@ -22,6 +22,16 @@ public struct JetStreamStreamConfiguration: Sendable {
     }
 }
 
+/// A connection's state and traffic counts.
+public struct NATSStatistics: Sendable, Equatable {
+    public var connected = false
+    public var inMessages: UInt64 = 0
+    public var inBytes: UInt64 = 0
+    public var outMessages: UInt64 = 0
+    public var outBytes: UInt64 = 0
+    public var reconnects: UInt64 = 0
+}
+
 /// The server's acknowledgement of a JetStream publish.
 public struct JetStreamPublishAck: Sendable, Equatable {
     public var stream: String
@@ -168,6 +178,20 @@ public final class NATSConnection: @unchecked Sendable {
             }
             defer { jsPubAck_Destroy(ack) }
             return JetStreamPublishAck(stream: String(cString: ack.pointee.Stream), sequence: ack.pointee.Sequence, duplicate: ack.pointee.Duplicate)
+        }
+    }
+
+    /// Whether the connection is up, and what it has carried since it opened (for health documents).
+    public func statistics() async throws -> NATSStatistics {
+        try await executor.run { [self] in
+            var stats: OpaquePointer?
+            try check(natsStatistics_Create(&stats), "statistics")
+            defer { natsStatistics_Destroy(stats) }
+            try check(natsConnection_GetStats(connection, stats), "statistics")
+            var result = NATSStatistics()
+            try check(natsStatistics_GetCounts(stats, &result.inMessages, &result.inBytes, &result.outMessages, &result.outBytes, &result.reconnects), "statistics")
+            result.connected = natsConnection_Status(connection) == NATS_CONN_STATUS_CONNECTED
+            return result
         }
     }
 

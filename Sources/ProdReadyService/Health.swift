@@ -1,16 +1,28 @@
 public import Hummingbird
+public import ProdReadyCore
 import Synchronization
 
 /// One dependency `/health` checks: critical ones make the service unhealthy (503), others only degraded.
 public struct HealthCheck: Sendable {
     public var name: String
     public var critical: Bool
-    public var check: @Sendable () async throws -> Void
+    /// Throws when the dependency is not usable; returns details shown next to the status (counts, lag).
+    public var report: @Sendable () async throws -> [String: JSONValue]
 
     public init(_ name: String, critical: Bool = true, check: @escaping @Sendable () async throws -> Void) {
         self.name = name
         self.critical = critical
-        self.check = check
+        report = {
+            try await check()
+            return [:]
+        }
+    }
+
+    /// A check whose passing result carries details.
+    public static func reporting(_ name: String, critical: Bool = true, _ report: @escaping @Sendable () async throws -> [String: JSONValue]) -> HealthCheck {
+        var check = HealthCheck(name, critical: critical) {}
+        check.report = report
+        return check
     }
 }
 
@@ -37,38 +49,42 @@ extension ServiceRouter {
     /// Adds `GET /health` and `GET /health/ready`. Each check gets `timeout`; all run at once.
     public func addHealthRoutes(checks: [HealthCheck], readiness: Readiness, envelope: HealthEnvelope = .plain, timeout: Duration = .seconds(2)) {
         add(.get, "/health", summary: "Dependency checks: healthy, degraded or unhealthy (503)", role: nil, responses: [200: "healthy or degraded", 503: "unhealthy"]) { _, _ in
-            let results = await withTaskGroup(of: (String, Bool, String?, Double).self) { group in
+            let results = await withTaskGroup(of: (String, Bool, String?, Double, [String: JSONValue]).self) { group in
                 for check in checks {
                     group.addTask {
                         let clock = ContinuousClock()
                         let started = clock.now
                         var reason: String?
+                        var details: [String: JSONValue] = [:]
                         do {
-                            try await withThrowingTaskGroup(of: Void.self) { race in
-                                race.addTask { try await check.check() }
+                            details = try await withThrowingTaskGroup(of: [String: JSONValue].self) { race in
+                                race.addTask { try await check.report() }
                                 race.addTask {
                                     try await Task.sleep(for: timeout)
                                     throw HealthTimeout(timeout: timeout)
                                 }
-                                try await race.next()
+                                let first = try await race.next() ?? [:]
                                 race.cancelAll()
+                                return first
                             }
                         } catch {
                             reason = "\(error)"
                         }
                         let elapsed = clock.now - started
                         let milliseconds = Double(elapsed.components.seconds) * 1_000 + Double(elapsed.components.attoseconds) / 1e15
-                        return (check.name, check.critical, reason, (milliseconds * 100).rounded() / 100)
+                        return (check.name, check.critical, reason, (milliseconds * 100).rounded() / 100, details)
                     }
                 }
-                var all: [(String, Bool, String?, Double)] = []
+                var all: [(String, Bool, String?, Double, [String: JSONValue])] = []
                 for await result in group { all.append(result) }
                 return all
             }
             var document: [String: JSONValue] = [:]
             var status = "healthy"
-            for (name, critical, reason, latency) in results {
-                var entry: [String: JSONValue] = ["status": reason == nil ? "healthy" : (critical ? "unhealthy" : "degraded"), "latency_ms": .double(latency)]
+            for (name, critical, reason, latency, details) in results {
+                var entry: [String: JSONValue] = details
+                entry["status"] = reason == nil ? "healthy" : (critical ? "unhealthy" : "degraded")
+                entry["latency_ms"] = .double(latency)
                 if let reason {
                     entry["reason"] = .string(reason)
                     status = critical ? "unhealthy" : (status == "healthy" ? "degraded" : status)

@@ -92,6 +92,10 @@ public final class ServiceRouter {
         }
     }
 
+    /// Called when a route that needs a role refuses a request (401 or 403), before the error is answered: where a
+    /// service audits refused attempts. Set it before adding routes; each route keeps the one set when it was added.
+    public var onRefused: (@Sendable (RefusedRequest) async -> Void)?
+
     /// Adds a route. `path` uses OpenAPI's `{name}` for parameters; `role` nil leaves it open.
     public func add(
         _ method: HTTPRequest.Method, _ path: String, summary: String, role: ServiceRole?, query: [QueryParameter] = [],
@@ -102,12 +106,21 @@ public final class ServiceRouter {
             segment.hasPrefix("{") && segment.hasSuffix("}") ? ":" + segment.dropFirst().dropLast() : String(segment)
         }.joined(separator: "/")
         let authority = self.authority
+        let onRefused = self.onRefused
         router.on(RouterPath("/" + hummingbirdPath), method: method) { request, context -> Response in
             var context = context
             if let role {
-                let identity = try await authority.identity(authorization: request.headers[.authorization])
+                let identity: ServiceIdentity
+                do {
+                    identity = try await authority.identity(authorization: request.headers[.authorization])
+                } catch {
+                    await onRefused?(RefusedRequest(method: method, route: path, path: request.uri.path, status: 401, error: error, identity: nil, requestID: context.requestID))
+                    throw error
+                }
                 guard identity.has(role) else {
-                    throw ServiceError(.forbidden, "forbidden", "this route needs the role '\(role)'; the token has \(identity.roles.sorted())")
+                    let error = ServiceError(.forbidden, "forbidden", "this route needs the role '\(role)'; the token has \(identity.roles.sorted())")
+                    await onRefused?(RefusedRequest(method: method, route: path, path: request.uri.path, status: 403, error: error, identity: identity, requestID: context.requestID))
+                    throw error
                 }
                 context.identity = identity
             }
@@ -274,4 +287,18 @@ struct DecodingProblem {
             "\(type)".hasPrefix("Array") ? "an array" : "\(type)".hasPrefix("Dictionary") ? "an object" : "a \(type)"
         }
     }
+}
+
+/// A request a route refused for want of a valid token (401) or of its role (403).
+public struct RefusedRequest: Sendable {
+    public var method: HTTPRequest.Method
+    /// The route's template, `/api/v1/instances/{db}/…`.
+    public var route: String
+    /// The path as requested.
+    public var path: String
+    public var status: Int
+    public var error: any Error
+    /// Who asked, when the token was valid (403).
+    public var identity: ServiceIdentity?
+    public var requestID: String
 }

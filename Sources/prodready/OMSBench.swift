@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import OMSChaos
 import ProdReadyCore
 import ProdReadyInfra
 import ProdReadyPerformance
@@ -57,7 +58,7 @@ struct OMSBench: AsyncParsableCommand {
         let steadyClasses = ClassBuckets(prefix: "Steady", count: total, perClass: Self.instancesPerClass)
         let burstClasses = ClassBuckets(prefix: "Burst", count: burst, perClass: Self.instancesPerClass)
         progress("creating \(steadyClasses.names.count + burstClasses.names.count) classes of \(Self.instancesPerClass) instances each")
-        try await createClasses(client, database: database, names: steadyClasses.names + burstClasses.names)
+        try await OMSClasses.create(client, database: database, names: steadyClasses.names + burstClasses.names)
         let validator = PerformanceValidator()
         let clock = ContinuousClock()
 
@@ -134,29 +135,6 @@ struct OMSBench: AsyncParsableCommand {
     }
 
     /// Sends every class's ontology command at once (16 in flight), then waits until the ontology lists them all.
-    private func createClasses(_ client: ServiceClient, database: String, names: [String]) async throws {
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for (index, name) in names.enumerated() {
-                if index >= 16 { try await group.next() }
-                group.addTask {
-                    let answer = try await client.request("POST", "/api/v1/database/\(database)/ontology", json: ["id": .string(name), "properties": [["name": "name", "type": "string", "required": true]]])
-                    guard answer.status == 202 else { throw ProdReadyError(.protocolError, "creating class \(name) → \(answer)") }
-                }
-            }
-            try await group.waitForAll()
-        }
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(120)
-        var missing = Set(names)
-        while !missing.isEmpty {
-            let listed = try await client.get("/api/v1/database/\(database)/ontology").data?["ontologies"]?.arrayValue ?? []
-            missing.subtract(listed.compactMap { $0["id"]?.stringValue })
-            guard !missing.isEmpty else { return }
-            guard clock.now < deadline else { throw ProdReadyError(.timeout, "\(missing.count) of \(names.count) classes did not exist after 120 s, e.g. \(missing.sorted().prefix(3))") }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-    }
-
     /// Sends a command and waits until it completed.
     private func format(_ value: Double) -> String { String(Int(value.rounded())) }
 

@@ -1,14 +1,27 @@
 import ArgumentParser
 import Foundation
 import Logging
+import AuditService
 import OMSService
 import ProdReadyService
 
-/// Runs one process of a reference service in the foreground until SIGTERM or SIGINT.
+/// `prodready serve <process>`: one process of a reference service in the foreground. The OMS's processes share
+/// their options (the default subcommand); the audit service has its own.
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Run one reference-service process: oms, oms-publisher, oms-instance-worker or oms-projection-worker.",
+        abstract: "Run one reference-service process: \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", ")) or audit.",
+        discussion: "prodready serve audit --help lists the audit service's options; prodready serve oms --help the OMS processes'.",
+        subcommands: [ServeOMSCommand.self, ServeAuditCommand.self],
+        defaultSubcommand: ServeOMSCommand.self
+    )
+}
+
+/// Runs one OMS process in the foreground until SIGTERM or SIGINT.
+struct ServeOMSCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "oms-process",
+        abstract: "Run one OMS process: \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", ")) (prodready serve <process> …).",
         discussion: """
         Every option can also be given by the environment variable named in its help; the option wins. \
         Settings are checked before anything starts: each bad one is printed on a line of its own (credentials \
@@ -73,6 +86,12 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("heartbeat-seconds"), help: "How often a worker renews its lease, at most a third of the lease (default 1). Env: OMS_HEARTBEAT_SECONDS.")
     var heartbeatSeconds: String?
 
+    @Option(name: .customLong("nats-url"), help: "The NATS server the oms-outbox-relay publishes audit events to, nats://host:port (only the relay needs it). Env: NATS_URL.")
+    var natsURL: String?
+
+    @Option(name: .customLong("audit-subject-prefix"), help: "Prefix of the audit subjects, empty or dotted tokens ending in '.'; the stream is AUDIT or AUDIT_<PREFIX> (default none). Env: OMS_AUDIT_SUBJECT_PREFIX.")
+    var auditSubjectPrefix: String?
+
     @Option(name: .customLong("gap-timeout-seconds"), help: "How long the publisher waits for a reserved sequence before closing it with a tombstone (default 5). Env: OMS_GAP_TIMEOUT_SECONDS.")
     var gapTimeoutSeconds: String?
 
@@ -104,6 +123,8 @@ struct ServeCommand: AsyncParsableCommand {
             "--lease-seconds": leaseSeconds,
             "--heartbeat-seconds": heartbeatSeconds,
             "--gap-timeout-seconds": gapTimeoutSeconds,
+            "--nats-url": natsURL,
+            "--audit-subject-prefix": auditSubjectPrefix,
         ]
         return values.compactMapValues { $0 }
     }
@@ -113,7 +134,7 @@ struct ServeCommand: AsyncParsableCommand {
         let settings: OMSSettings
         let crashPoints: CrashPoints
         do {
-            settings = try OMSSettings.read(options: optionValues, home: common.resolvedHome)
+            settings = try OMSSettings.read(options: optionValues, home: common.resolvedHome, process: kind)
             crashPoints = try CrashPoints(process: kind.rawValue, known: kind.crashPoints)
         } catch {
             FileHandle.standardError.write(Data("prodready serve \(kind.rawValue): \(error)\n".utf8))
@@ -125,5 +146,85 @@ struct ServeCommand: AsyncParsableCommand {
             logger.notice("crash points armed", metadata: ["points": "\(crashPoints.armed.sorted())"])
         }
         try await OMSProcess.run(kind, settings: settings, crashPoints: crashPoints, logger: logger)
+    }
+}
+
+/// Runs the audit service's process in the foreground until SIGTERM or SIGINT.
+struct ServeAuditCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Run the audit service: the AUDIT stream's consumer, the audit API and the retention job.",
+        discussion: """
+        Every option can also be given by the environment variable named in its help; the option wins. Settings are \
+        checked before anything starts: each bad one is printed on a line of its own (credentials redacted) and the \
+        process exits with status 2. It creates or updates the stream, migrates its schema, binds its durable \
+        consumer, and prints 'listening on http://HOST:PORT'; /health (Postgres, NATS with its message counts, consumer \
+        lag), /health/ready and /metrics answer without a token, the API needs a bearer token with the role auditor \
+        (audit-admin to change retention). SIGTERM or SIGINT shut it down gracefully with status 0, leaving \
+        unacknowledged events to be redelivered. With PRODREADY_CHAOS=1, CHAOS_CRASH_POINT=audit:<point> \
+        (\(AuditConsumer.crashPointNames.sorted().joined(separator: ", "))) exits with status 42 at that point.
+        """
+    )
+
+    @Option(name: .customLong("postgres-url"), help: "postgresql://user:password@host:port/database. Env: POSTGRES_URL.")
+    var postgresURL: String?
+
+    @Option(name: .customLong("schema"), help: "The Postgres schema of the audit tables (default audit). Env: AUDIT_SCHEMA.")
+    var schema: String?
+
+    @Option(name: .customLong("nats-url"), help: "The NATS server with JetStream, nats://host:port. Env: NATS_URL.")
+    var natsURL: String?
+
+    @Option(name: .customLong("subject-prefix"), help: "Prefix of the audit subjects, empty or dotted tokens ending in '.'; the stream is AUDIT or AUDIT_<PREFIX> (default none). Env: AUDIT_SUBJECT_PREFIX.")
+    var subjectPrefix: String?
+
+    @Option(name: .customLong("durable"), help: "The durable consumer's name, also consumer_name in event_consumer_tracking (default audit-service). Env: AUDIT_DURABLE.")
+    var durable: String?
+
+    @Option(name: .customLong("ack-wait-seconds"), help: "How long a fetched batch may stay unacknowledged before it is redelivered; below the stream's 120 s duplicate window (default 30). Env: AUDIT_ACK_WAIT_SECONDS.")
+    var ackWaitSeconds: String?
+
+    @Option(name: .customLong("max-deliver"), help: "Deliveries of one message at most; 0 never gives an event up (default 0). Env: AUDIT_MAX_DELIVER.")
+    var maxDeliver: String?
+
+    @Option(name: .customLong("batch-size"), help: "Events fetched and stored per transaction, 1 to 5,000 (default 200). Env: AUDIT_BATCH_SIZE.")
+    var batchSize: String?
+
+    @Option(name: .customLong("retention-interval-seconds"), help: "How often the retention job runs (default 3600). Env: AUDIT_RETENTION_INTERVAL_SECONDS.")
+    var retentionIntervalSeconds: String?
+
+    @Option(name: .customLong("host"), help: "The address the HTTP server binds (default 127.0.0.1). Env: AUDIT_HOST.")
+    var host: String?
+
+    @Option(name: .customLong("port"), help: "The HTTP port; 0 picks a free one and prints it (default 0). Env: AUDIT_PORT.")
+    var port: String?
+
+    @OptionGroup var common: CommonOptions
+
+    var optionValues: [String: String] {
+        let values: [String: String?] = [
+            "--postgres-url": postgresURL, "--schema": schema, "--nats-url": natsURL, "--subject-prefix": subjectPrefix, "--durable": durable,
+            "--ack-wait-seconds": ackWaitSeconds, "--max-deliver": maxDeliver, "--batch-size": batchSize,
+            "--retention-interval-seconds": retentionIntervalSeconds, "--host": host, "--port": port,
+        ]
+        return values.compactMapValues { $0 }
+    }
+
+    func run() async throws {
+        let settings: AuditSettings
+        let crashPoints: CrashPoints
+        do {
+            settings = try AuditSettings.read(options: optionValues, home: common.resolvedHome)
+            crashPoints = try CrashPoints(process: AuditProcess.name, known: AuditConsumer.crashPointNames)
+        } catch {
+            FileHandle.standardError.write(Data("prodready serve audit: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        var logger = Logger(label: AuditProcess.name, factory: { StreamLogHandler.standardError(label: $0) })
+        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+        if !crashPoints.armed.isEmpty {
+            logger.notice("crash points armed", metadata: ["points": "\(crashPoints.armed.sorted())"])
+        }
+        try await AuditProcess.run(settings: settings, crashPoints: crashPoints, logger: logger)
     }
 }

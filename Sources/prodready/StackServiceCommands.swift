@@ -19,8 +19,12 @@ struct ServiceCatalogEntry {
 enum ServiceCatalog {
     static let entries: [ServiceCatalogEntry] = [
         ServiceCatalogEntry(
-            name: "oms", processes: OMSProcessKind.allCases.map(\.rawValue), components: [.postgres, .kafka, .redis, .s3], baseURLVariable: "OMS_BASE_URL",
-            apiProcess: OMSProcessKind.api.rawValue, settingsPrefix: "OMS_")
+            name: "oms", processes: OMSProcessKind.allCases.filter { $0 != .outboxRelay }.map(\.rawValue), components: [.postgres, .kafka, .redis, .s3], baseURLVariable: "OMS_BASE_URL",
+            apiProcess: OMSProcessKind.api.rawValue, settingsPrefix: "OMS_"),
+        // The audit flow: the OMS's outbox relay and the audit service. It audits the OMS, so it starts the OMS too.
+        ServiceCatalogEntry(
+            name: "audit", processes: [OMSProcessKind.outboxRelay.rawValue, "audit"], components: [.postgres, .nats], baseURLVariable: "AUDIT_BASE_URL",
+            apiProcess: "audit", settingsPrefix: "AUDIT_"),
     ]
 
     static var allProcesses: [String] { entries.flatMap(\.processes) }
@@ -30,12 +34,17 @@ enum ServiceCatalog {
         let names = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
         if names == ["none"] { return [] }
         if names == ["all"] { return entries }
-        return try names.map { name in
+        var chosen = try names.map { name in
             guard let entry = entries.first(where: { $0.name == name }) else {
                 throw ValidationError("unknown service '\(name)'; one of \(entries.map(\.name).joined(separator: ", ")), all or none")
             }
             return entry
         }
+        // The audit service audits the OMS: without it there is nothing to audit.
+        if chosen.contains(where: { $0.name == "audit" }) && !chosen.contains(where: { $0.name == "oms" }) {
+            chosen.insert(entries[0], at: 0)
+        }
+        return chosen
     }
 
     static func entry(ofProcess process: String) -> ServiceCatalogEntry? { entries.first { $0.processes.contains(process) } }

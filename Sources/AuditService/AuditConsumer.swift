@@ -1,0 +1,163 @@
+public import AuditContract
+public import Foundation
+public import Logging
+import Metrics
+public import Prometheus
+import ProdReadyCore
+public import ProdReadyNATS
+public import ProdReadyService
+public import ServiceLifecycle
+
+/// Counters and histograms `/metrics` shows for the consumer.
+public struct AuditConsumerMetrics: Sendable {
+    let registry: PrometheusCollectorRegistry
+    static let latencyBuckets: [Duration] = [
+        .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500),
+        .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+    ]
+
+    public init(registry: PrometheusCollectorRegistry) { self.registry = registry }
+
+    func stored(_ count: Int) { registry.makeCounter(name: "audit_events_stored_total").increment(by: Int64(count)) }
+    func duplicates(_ count: Int) { registry.makeCounter(name: "audit_duplicates_absorbed_total").increment(by: Int64(count)) }
+    func deadLetters(_ count: Int) { registry.makeCounter(name: "audit_dead_letters_total").increment(by: Int64(count)) }
+    func lag(_ pending: UInt64) { registry.makeGauge(name: "audit_consumer_lag").set(Double(pending)) }
+    func storeFailure() { registry.makeCounter(name: "audit_store_failures_total").increment() }
+    /// From the event's time at its producer to its row being committed here.
+    func endToEnd(_ latency: Duration) {
+        registry.makeDurationHistogram(name: "audit_end_to_end_latency_seconds", buckets: Self.latencyBuckets).record(latency)
+    }
+}
+
+/// The `audit` process's consumer: a durable pull consumer on the audit subjects. Each fetched batch is stored in
+/// one transaction (events once by event id, each with its tracking row; poison messages as dead letters) and
+/// acknowledged only after that committed, with a flush that waits until the server has the acks. A batch that
+/// cannot be stored (Postgres down) is kept and retried, never acknowledged, so nothing is lost; a redelivered event
+/// finds its row and is only acknowledged again.
+public struct AuditConsumer: Service {
+    public struct Settings: Sendable {
+        public var subjects: AuditSubjects
+        public var durable: String
+        public var ackWait: Duration
+        public var maxDeliver: Int?
+        public var batchSize: Int
+        /// The consumer name in `event_consumer_tracking`.
+        public var consumerName: String { durable }
+
+        public init(subjects: AuditSubjects, durable: String, ackWait: Duration, maxDeliver: Int?, batchSize: Int = 200) {
+            self.subjects = subjects
+            self.durable = durable
+            self.ackWait = ackWait
+            self.maxDeliver = maxDeliver
+            self.batchSize = batchSize
+        }
+    }
+
+    public static let joinedCondition = "consumer joined"
+    let nats: NATSConnection
+    let store: AuditStore
+    let settings: Settings
+    let metrics: AuditConsumerMetrics
+    let readiness: Readiness
+    let crashPoints: CrashPoints?
+    let logger: Logger
+
+    public init(nats: NATSConnection, store: AuditStore, settings: Settings, metrics: AuditConsumerMetrics, readiness: Readiness, crashPoints: CrashPoints?, logger: Logger) {
+        self.nats = nats
+        self.store = store
+        self.settings = settings
+        self.metrics = metrics
+        self.readiness = readiness
+        self.crashPoints = crashPoints
+        self.logger = logger
+    }
+
+    public static let crashPointNames: Set<String> = ["after_store", "before_store"]
+
+    public func run() async throws {
+        try await cancelWhenGracefulShutdown { try await consume() }
+    }
+
+    func consume() async throws {
+        while readiness.waitingFor.contains("migrations") { try await Task.sleep(for: .milliseconds(50)) }
+        let subscription = try await subscribe()
+        readiness.satisfy(Self.joinedCondition)
+        var failures = 0
+        while !Task.isCancelled && !Task.isShuttingDownGracefully {
+            let messages: [JetStreamMessage]
+            do {
+                messages = try await subscription.fetch(batch: settings.batchSize, timeout: .milliseconds(500))
+                failures = 0
+            } catch {
+                failures += 1
+                logger.warning("fetch failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(min(5_000, 100 * (1 << min(failures, 6)))))
+                continue
+            }
+            guard !messages.isEmpty else {
+                metrics.lag(0)
+                continue
+            }
+            metrics.lag(messages.last?.metadata?.pending ?? 0)
+            let batch = messages.map { message in
+                ReceivedAuditMessage.decode(message.payload, subject: message.subject, stream: settings.subjects.streamName, streamSequence: message.metadata?.streamSequence ?? 0)
+            }
+            crashPoints?.reach("before_store")
+            guard let outcome = try await storeUntilDone(batch, messages) else { return }
+            crashPoints?.reach("after_store")
+            metrics.stored(outcome.stored.count)
+            metrics.duplicates(outcome.duplicates)
+            metrics.deadLetters(outcome.deadLettered)
+            let now = Date()
+            let stored = Set(outcome.stored)
+            for message in batch {
+                if case .event(let envelope) = message.content, stored.contains(envelope.id) {
+                    metrics.endToEnd(.milliseconds(Int64(max(0, now.timeIntervalSince(envelope.occurredAt)) * 1000)))
+                }
+            }
+            if outcome.deadLettered > 0 { logger.warning("dead-lettered undecodable or invalid audit events", metadata: ["count": "\(outcome.deadLettered)"]) }
+            do {
+                try await nats.acknowledge(messages)
+            } catch {
+                // Stored already: the redelivery finds the rows and is acknowledged then.
+                logger.warning("acks not confirmed; the batch will be redelivered and absorbed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Binds the durable consumer, retrying while NATS or the stream is not there yet.
+    func subscribe() async throws -> JetStreamPullSubscription {
+        var attempt = 0
+        while true {
+            do {
+                return try await nats.pullSubscribe(
+                    subject: settings.subjects.wildcard,
+                    consumer: JetStreamConsumerConfiguration(durable: settings.durable, ackWait: settings.ackWait, maxDeliver: settings.maxDeliver, maxAckPending: settings.batchSize * 10))
+            } catch {
+                attempt += 1
+                logger.warning("cannot bind the audit consumer yet; retrying", metadata: ["attempt": "\(attempt)", "error": "\(error)"])
+                try await Task.sleep(for: .milliseconds(min(2_000, 100 * attempt)))
+            }
+        }
+    }
+
+    /// Stores the batch, retrying while Postgres is unavailable and telling the server the batch is still being
+    /// worked on; nil when shutdown came first (nothing acknowledged: the batch is redelivered).
+    func storeUntilDone(_ batch: [ReceivedAuditMessage], _ messages: [JetStreamMessage]) async throws -> AuditBatchOutcome? {
+        var attempt = 0
+        while true {
+            do {
+                return try await store.store(batch, consumer: settings.consumerName)
+            } catch is CancellationError {
+                return nil
+            } catch {
+                attempt += 1
+                metrics.storeFailure()
+                logger.warning("cannot store the batch; holding it unacknowledged and retrying", metadata: ["events": "\(batch.count)", "attempt": "\(attempt)", "error": "\(error)"])
+                if Task.isShuttingDownGracefully || Task.isCancelled { return nil }
+                for message in messages { try? await message.inProgress() }
+                do { try await Task.sleep(for: .milliseconds(min(2_000, 200 * attempt))) } catch { return nil }
+            }
+        }
+    }
+}
