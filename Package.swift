@@ -226,7 +226,7 @@ let package = Package(
             name: "TestSupport",
             dependencies: [
                 "ProdReadyInfra", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability", "ProdReadyPerformance", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3",
-                "ProdReadyVerification", "ProdReadyService", "ProdReadyChaos", "OMSChaos",
+                "ProdReadyVerification", "ProdReadyService", "ProdReadyChaos", "OMSChaos", "AuditContract",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -275,7 +275,7 @@ let package = Package(
         // The five production-readiness suites.
         // The OMS suite starts `prodready outbox relay` as a child process to kill it.
         .testTarget(name: "OMSSmokeTests", dependencies: suiteDependencies + ["prodready", "OMSContract", "OMSService", "ProdReadyService", "OMSChaos", "ProdReadyChaos"], swiftSettings: strictSwift),
-        .testTarget(name: "MSAAuditFlowTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
+        .testTarget(name: "MSAAuditFlowTests", dependencies: suiteDependencies + ["OMSService", "AuditContract", "ProdReadyService"], swiftSettings: strictSwift),
         .testTarget(name: "DurabilityTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "JobPipelineTests", dependencies: suiteDependencies, swiftSettings: strictSwift),
         .testTarget(name: "EventBusE2ETests", dependencies: suiteDependencies, swiftSettings: strictSwift),

@@ -86,9 +86,13 @@ public func withServiceDeployment<Result: Sendable>(
     }
     let secret = try ServiceSecrets.jwtSecret(home: home)
     let executable = try ServiceProcess.builtExecutable(named: "prodready")
-    // A deployment is several processes on two cores: only a few run at once, so the whole run stays reliable.
-    await DeploymentSlots.shared.acquire()
-    defer { Task { await DeploymentSlots.shared.release() } }
+    // A deployment is several processes on two cores: only a few run at once, so the whole run stays reliable. A
+    // deployment started inside another (the audit service beside the OMS it audits) shares its slot.
+    if !DeploymentSlots.isHeld {
+        await DeploymentSlots.shared.acquire()
+        defer { Task { await DeploymentSlots.shared.release() } }
+        return try await DeploymentSlots.$isHeld.withValue(true) { try await withServiceDeployment(plan, endpoints: endpoints, environment: environment, body) }
+    }
     let directory = "\(home)/deployments/\(uniqueName(plan.service))"
     try OwnedProcessDirectory.watch(directory)
     var processEnvironment = plan.environment
@@ -138,6 +142,8 @@ extension ServiceProcess.Readiness {
 /// the S3 and Postgres traffic they cause, stretched the timing tests running beside them past their bounds.
 /// A test waiting for a slot has not started its processes, so nothing it measures is running yet.
 actor DeploymentSlots {
+    /// True inside a deployment's body: a deployment nested in it runs in the same slot.
+    @TaskLocal static var isHeld = false
     static let shared = DeploymentSlots(limit: ProcessInfo.processInfo.environment["PRODREADY_DEPLOYMENT_LIMIT"].flatMap(Int.init).map { max(1, $0) } ?? 1)
     private var available: Int
     private var waiters: [CheckedContinuation<Void, Never>] = []

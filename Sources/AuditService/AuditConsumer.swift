@@ -99,11 +99,12 @@ public struct AuditConsumer: Service {
                 continue
             }
             metrics.lag(messages.last?.metadata?.pending ?? 0)
+            let fetchedAt = Date()
             let batch = messages.map { message in
                 ReceivedAuditMessage.decode(message.payload, subject: message.subject, stream: settings.subjects.streamName, streamSequence: message.metadata?.streamSequence ?? 0)
             }
             crashPoints?.reach("before_store")
-            guard let outcome = try await storeUntilDone(batch, messages) else { return }
+            guard let outcome = try await storeUntilDone(batch, messages, fetchedAt: fetchedAt) else { return }
             crashPoints?.reach("after_store")
             metrics.stored(outcome.stored.count)
             metrics.duplicates(outcome.duplicates)
@@ -125,6 +126,28 @@ public struct AuditConsumer: Service {
         }
     }
 
+    /// Stores each message of `batch` in a transaction of its own, dead-lettering those Postgres refuses; nil when
+    /// a dependency failed meanwhile (the caller retries the whole batch).
+    func storeOneByOne(_ batch: [ReceivedAuditMessage], fetchedAt: Date) async throws -> AuditBatchOutcome? {
+        var total = AuditBatchOutcome()
+        for message in batch {
+            var outcome: AuditBatchOutcome
+            do {
+                outcome = try await store.store([message], consumer: settings.consumerName, fetchedAt: fetchedAt)
+            } catch let error as ProdReadyError where error.code == .invalidArgument {
+                var refused = message
+                refused.content = .poison(reason: "refused by the audit store: \(error.message)", eventID: { if case .event(let envelope) = message.content { envelope.id } else { nil } }())
+                do { outcome = try await store.store([refused], consumer: settings.consumerName, fetchedAt: fetchedAt) } catch { return nil }
+            } catch {
+                return nil
+            }
+            total.stored += outcome.stored
+            total.duplicates += outcome.duplicates
+            total.deadLettered += outcome.deadLettered
+        }
+        return total
+    }
+
     /// Binds the durable consumer, retrying while NATS or the stream is not there yet.
     func subscribe() async throws -> JetStreamPullSubscription {
         var attempt = 0
@@ -143,13 +166,19 @@ public struct AuditConsumer: Service {
 
     /// Stores the batch, retrying while Postgres is unavailable and telling the server the batch is still being
     /// worked on; nil when shutdown came first (nothing acknowledged: the batch is redelivered).
-    func storeUntilDone(_ batch: [ReceivedAuditMessage], _ messages: [JetStreamMessage]) async throws -> AuditBatchOutcome? {
+    func storeUntilDone(_ batch: [ReceivedAuditMessage], _ messages: [JetStreamMessage], fetchedAt: Date) async throws -> AuditBatchOutcome? {
         var attempt = 0
         while true {
             do {
-                return try await store.store(batch, consumer: settings.consumerName)
+                return try await store.store(batch, consumer: settings.consumerName, fetchedAt: fetchedAt)
             } catch is CancellationError {
                 return nil
+            } catch let error as ProdReadyError where error.code == .invalidArgument {
+                // Postgres refused a value (a number out of range, a malformed time): retrying the batch would stall
+                // the consumer for good. Each message is stored alone; the one Postgres refuses becomes a dead letter.
+                logger.warning("the store refused a value in the batch; storing its events one by one", metadata: ["events": "\(batch.count)", "error": "\(error)"])
+                guard let outcome = try await storeOneByOne(batch, fetchedAt: fetchedAt) else { continue }
+                return outcome
             } catch {
                 attempt += 1
                 metrics.storeFailure()

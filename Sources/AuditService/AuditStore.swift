@@ -1,5 +1,5 @@
 public import AuditContract
-import Foundation
+public import Foundation
 public import Logging
 public import PostgresNIO
 public import ProdReadyCore
@@ -72,7 +72,8 @@ public struct AuditStore: Sendable {
 
     /// Stores a batch in one transaction: each event once (by event id) with its tracking row for `consumer`, each
     /// poison message as a dead letter (once per stream sequence). Nothing is acknowledged before this returns.
-    public func store(_ batch: [ReceivedAuditMessage], consumer: String) async throws -> AuditBatchOutcome {
+    /// `fetchedAt` is when the consumer received the batch: the tracking rows' processing time counts from there.
+    public func store(_ batch: [ReceivedAuditMessage], consumer: String, fetchedAt: Date = Date()) async throws -> AuditBatchOutcome {
         var events: [JSONValue] = []
         var poison: [JSONValue] = []
         var seen: Set<String> = []
@@ -96,6 +97,9 @@ public struct AuditStore: Sendable {
         let logger = self.logger
         let s = self.s
         return try await withDeadline(deadline, timeoutError: { ProdReadyError(.timeout, "storing \(batch.count) audit events: no answer from Postgres within \(self.deadline)", retriable: true) }) {
+            // A statement's error reaches here as the driver's; classified, a refused value (SQLSTATE 22…/23…) is
+            // `invalid_argument`, which the consumer handles apart from an outage.
+            try await classifyingPostgresErrors(doing: "storing \(batch.count) audit events") {
             try await withPostgresTransaction(client, logger: logger, doing: "storing \(batch.count) audit events") { connection in
                 var outcome = AuditBatchOutcome()
                 if eventCount > 0 {
@@ -120,7 +124,7 @@ public struct AuditStore: Sendable {
                             RETURNING event_id, event_type, event_time
                         ), tracked AS (
                             INSERT INTO \(unescaped: s).event_consumer_tracking (consumer_name, event_id, event_type, processing_duration_ms, status)
-                            SELECT \(consumer), event_id, event_type, greatest(0, (extract(epoch FROM clock_timestamp() - event_time) * 1000)::integer), 'success'
+                            SELECT \(consumer), event_id, event_type, least(2147483647, greatest(0, (extract(epoch FROM clock_timestamp() - \(fetchedAt)::timestamptz) * 1000)))::integer, 'success'
                             FROM stored
                             ON CONFLICT (consumer_name, event_id) DO NOTHING
                         )
@@ -149,6 +153,19 @@ public struct AuditStore: Sendable {
                 }
                 return outcome
             }
+            }
+        }
+    }
+
+    func classifyingPostgresErrors<Value: Sendable>(doing: String, _ body: () async throws -> Value) async throws -> Value {
+        do {
+            return try await body()
+        } catch let error as ProdReadyError {
+            throw error
+        } catch is CancellationError {
+            throw CancellationError()
+        } catch {
+            throw ProdReadyError.postgres(error, doing: doing)
         }
     }
 

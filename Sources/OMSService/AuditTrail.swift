@@ -39,8 +39,12 @@ public struct OMSAuditTrail: Sendable {
             changes: changes.isEmpty ? nil : .object(changes),
             metadata: ["command_id": .string(command.commandID), "command_type": .string(command.eventType), "database": .string(command.database), "aggregate_seq": .int(Int(command.aggregateSequence))],
             tags: [Self.source, "database:\(command.database)"])
-        let id = UUIDv5.domainEventID(commandID: command.commandID, eventType: "AUDIT", aggregateID: command.aggregateID)
-        return try message(.audit(id: id, at: Date(), correlationID: command.correlationID, causationID: command.commandID, record))
+        return try message(.audit(id: Self.eventID(commandID: command.commandID, aggregateID: command.aggregateID), at: Date(), correlationID: command.correlationID, causationID: command.commandID, record))
+    }
+
+    /// The audit event id of an applied command: derived from the command, so whoever applies it produces the same.
+    public static func eventID(commandID: String, aggregateID: String) -> String {
+        UUIDv5.domainEventID(commandID: commandID, eventType: "AUDIT", aggregateID: aggregateID)
     }
 
     /// Records a refused write; a failure to record is logged (the refusal itself stands either way).

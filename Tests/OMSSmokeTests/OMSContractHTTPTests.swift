@@ -16,15 +16,6 @@ let omsRoutes: Set<String> = [
     "GET /api/v1/version/{db}/history", "GET /api/v1/version/{db}/diff",
 ]
 
-/// An unsigned (`alg: none`) token an attacker could build by hand.
-func unsignedToken(tenant: String) -> String {
-    func encode(_ text: String) -> String {
-        Data(text.utf8).base64EncodedString().replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
-    }
-    let expires = Int(Date().timeIntervalSince1970) + 3600
-    return encode(#"{"alg":"none","typ":"JWT"}"#) + "." + encode(#"{"sub":"mallory","roles":["admin"],"tenant":"\#(tenant)","exp":\#(expires)}"#) + "."
-}
-
 @Suite("OMS HTTP contract: bad input is a 4xx with the error body, the OpenAPI document is complete, tokens and roles, graceful SIGTERM", .requires(.postgres, .kafka, .redis, .s3))
 struct OMSContractHTTPTests {
     @Test("every route's bad input answers 4xx with the JSON error body naming the problem: malformed JSON, wrong types, unknown classes, over-long names, over-size bodies, bad expected_seq, bad idempotency keys", .usesAPI(of: "OMS_BASE_URL"))
@@ -107,7 +98,7 @@ struct OMSContractHTTPTests {
         try await withOMSDeployment { deployment, _ in
             let tenant = uniqueName("tenant")
             let expired = try await deployment.token(roles: ["admin"], tenant: tenant, ttl: .seconds(-60))
-            let wrongSecret = try await TokenAuthorityForTests.mint(secret: String(repeating: "wrong-secret-", count: 4), tenant: tenant)
+            let wrongSecret = try await wronglySignedToken(tenant: tenant)
             let reader = try await deployment.token(roles: ["reader"], tenant: tenant)
             let path = "/api/v1/database/create"
             let cases: [(String, String?, Int)] = [
@@ -173,10 +164,3 @@ struct OMSContractHTTPTests {
     }
 }
 
-import ProdReadyService
-
-enum TokenAuthorityForTests {
-    static func mint(secret: String, tenant: String) async throws -> String {
-        try await TokenAuthority(secret: secret).mint(subject: "mallory", roles: ["admin"], tenant: tenant, ttl: .seconds(600))
-    }
-}

@@ -1,0 +1,329 @@
+import AuditContract
+import Foundation
+import OMSService
+import PostgresNIO
+import ProdReadyCore
+import ProdReadyInfra
+import ProdReadyNATS
+import ProdReadyPostgres
+import ProdReadyReliability
+import ProdReadyService
+import ProdReadyVerification
+import Testing
+import TestSupport
+
+/// Sends an OMS command and waits until it completed; returns the 202's `data`.
+@discardableResult
+func completedCommand(_ oms: ServiceClient, _ method: String, _ path: String, _ body: JSONValue, sourceLocation: SourceLocation = #_sourceLocation) async throws -> JSONValue {
+    let answer = try await oms.request(method, path, json: body)
+    try #require(answer.status == 202, "\(method) \(path) → \(answer)", sourceLocation: sourceLocation)
+    let data = try #require(answer.data)
+    let command = try #require(data["command_id"]?.stringValue)
+    let status: String = try await eventually("command \(command) to finish", timeout: .seconds(60), interval: .milliseconds(100)) {
+        let status = try await oms.get("/api/v1/commands/\(command)/status").data?["status"]?.stringValue ?? "none"
+        return status == "COMPLETED" || status == "FAILED" ? .done(status) : .pending("status \(status)")
+    }
+    #expect(status == "COMPLETED", "\(method) \(path)", sourceLocation: sourceLocation)
+    return data
+}
+
+/// Every event the audit API lists for `query`, following the cursor page by page (`limit` per page).
+func listedEvents(_ audit: ServiceClient, _ query: String = "", limit: Int = 1000) async throws -> [JSONValue] {
+    var events: [JSONValue] = []
+    var cursor: String?
+    repeat {
+        var path = "/api/v1/audit/events?limit=\(limit)" + (query.isEmpty ? "" : "&" + query)
+        if let cursor { path += "&cursor=\(cursor)" }
+        let answer = try await audit.get(path)
+        try #require(answer.status == 200, "GET \(path) → \(answer)")
+        events += answer.data?["events"]?.arrayValue ?? []
+        cursor = answer.data?["next_cursor"]?.stringValue
+    } while cursor != nil
+    return events
+}
+
+func eventTypes(_ events: [JSONValue]) -> [String] { events.compactMap { $0["event_type"]?.stringValue }.sorted() }
+
+/// An audit event built by hand, as a producer other than the OMS would publish it.
+func plantedEvent(_ type: String, tenant: String, actor: String = "planter", at time: Date = Date(), tags: [String]? = nil) -> EventEnvelope<AuditRecord> {
+    .audit(id: UUID().uuidString.lowercased(), at: time, correlationID: nil, causationID: nil, AuditRecord(
+        eventType: type, action: "create", actor: AuditActor(id: actor, username: actor, tenantID: tenant), target: AuditTarget(resourceType: "thing", resourceID: "thing-1"),
+        tags: tags))
+}
+
+func counter(_ name: String, _ deployment: AuditFlowDeployment) async throws -> Double {
+    let text = try await ServiceClient(baseURL: deployment.audit.baseURL).get("/metrics").text
+    let line = text.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+    return line.flatMap { Double($0.split(separator: " ").last ?? "") } ?? 0
+}
+
+@Suite("MSA audit flow: OMS → outbox → JetStream → audit service → audit API, real processes", .requires(.postgres, .kafka, .redis, .s3, .nats))
+struct AuditFlowTests {
+    @Test("a database created over HTTP is on the stream (our own consumer sees it, stream AUDIT…, sequence > 0), in audit_events, and served by the audit API",
+          .readsStores(of: "AUDIT_BASE_URL", through: ["POSTGRES_URL", "NATS_URL"], because: "reads the stream and the audit table"))
+    func completeFlow() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            let oms = try await flow.oms.client(tenant: tenant)
+            let database = uniqueName("audited_db")
+            let accepted = try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            let eventID = OMSAuditTrail.eventID(commandID: try #require(accepted["command_id"]?.stringValue), aggregateID: database)
+
+            let nats = try await NATSConnection(url: try #require(flow.endpoints.natsURL))
+            let mine = try await nats.pullSubscribe(subject: flow.isolation.subjects.wildcard, durable: uniqueName("test").replacingAll(".", with: "_"))
+            let onStream: JetStreamMessage = try await eventually("event \(eventID) on the stream", timeout: .seconds(30)) {
+                let found = try await mine.fetch(batch: 100, timeout: .milliseconds(500)).first { $0.messageID == eventID }
+                return found.map { .done($0) } ?? .pending("not among the messages fetched")
+            }
+            #expect(onStream.subject == flow.isolation.subjects.subject(of: "schema.database.created"))
+            #expect((onStream.metadata?.streamSequence ?? 0) > 0)
+            let info = try await nats.consumerInfo(stream: flow.isolation.subjects.streamName, consumer: mine.name)
+            #expect(info.stream == flow.isolation.subjects.streamName)
+
+            let postgres = try #require(flow.endpoints.postgresURL)
+            let row: (String, String, Bool, String?) = try await eventually("audit_events row of \(eventID)", timeout: .seconds(30)) {
+                try await withPostgresClient(postgres) { client in
+                    let rows = try await client.query(PostgresQuery(unsafeSQL: "SELECT event_type, actor_id, success, actor_tenant_id FROM \"\(flow.isolation.schema)\".audit_events WHERE event_id = $1", binds: {
+                        var binds = PostgresBindings(); binds.append(eventID); return binds
+                    }())).collect()
+                    return try rows.first.map { .done(try $0.decode((String, String, Bool, String?).self)) } ?? .pending("no row")
+                }
+            }
+            #expect(row.0 == "schema.database.created" && row.1 == "prodready-tests" && row.2 && row.3 == tenant, "\(row)")
+
+            let audit = try await flow.audit.client(roles: ["auditor"], tenant: tenant)
+            let served = try await audit.get("/api/v1/audit/events/\(eventID)")
+            #expect(served.status == 200 && served.data?["event_type"] == "schema.database.created" && served.data?["target_resource_id"] == .string(database), "\(served)")
+            #expect(served.data?["causation_id"] == accepted["command_id"], "the command caused it")
+        }
+    }
+
+    @Test("every filter returns exactly the events that match and none that do not: actor, action, event type, resource, success, time range, text, tag; pages of 2 follow the cursor to the same list; another tenant sees nothing",
+          .usesAPI(of: "AUDIT_BASE_URL"))
+    func filters() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            let oms = try await flow.oms.client(tenant: tenant)
+            let database = uniqueName("filter_db")
+            try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            try await completedCommand(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
+            try await completedCommand(oms, "POST", "/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Apple"], "instance_id": "i1"])
+            try await completedCommand(oms, "POST", "/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Pear"], "instance_id": "i2"])
+            try await completedCommand(oms, "PUT", "/api/v1/instances/\(database)/async/Product/i1/update?expected_seq=1", ["data": ["name": "Zebra Apple"]])
+            #expect(try await oms.put("/api/v1/instances/\(database)/async/Product/i1/update?expected_seq=1", ["data": ["name": "late"]]).status == 409)
+            let bob = ServiceClient(baseURL: flow.oms.baseURL, token: try await flow.oms.token(roles: ["reader"], tenant: tenant, subject: "bob"))
+            #expect(try await bob.post("/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Nope"]]).status == 403)
+
+            let audit = try await flow.audit.client(roles: ["auditor"], tenant: tenant)
+            let expected = ["auth.forbidden", "instance.created", "instance.created", "instance.update_conflict", "instance.updated", "schema.database.created", "schema.ontology.created"]
+            let all: [JSONValue] = try await eventually("the tenant's 7 audit events", timeout: .seconds(30)) {
+                let events = try await listedEvents(audit)
+                return eventTypes(events) == expected ? .done(events) : .pending("have \(eventTypes(events))")
+            }
+            let i1 = "\(database)/Product/i1"
+            let cases: [(String, [String])] = [
+                ("actor_id=bob", ["auth.forbidden"]),
+                ("actor_id=prodready-tests", expected.filter { $0 != "auth.forbidden" }),
+                ("action=update", ["instance.update_conflict", "instance.updated"]),
+                ("event_type=instance.created", ["instance.created", "instance.created"]),
+                ("target_resource_type=instance&target_resource_id=\(i1)", ["instance.created", "instance.update_conflict", "instance.updated"]),
+                ("target_resource_type=database", ["schema.database.created"]),
+                ("success=false", ["auth.forbidden", "instance.update_conflict"]),
+                ("success=true", ["instance.created", "instance.created", "instance.updated", "schema.database.created", "schema.ontology.created"]),
+                ("q=zebra", ["instance.updated"]),
+                ("q=optimistic", []),
+                ("q=version", ["instance.update_conflict"]),
+                ("tag=security", ["auth.forbidden"]),
+                ("tag=database:\(database)", expected.filter { $0 != "auth.forbidden" }),
+                ("event_type=instance.created&action=update", []),
+            ]
+            for (query, types) in cases {
+                #expect(eventTypes(try await listedEvents(audit, query)) == types, "\(query)")
+            }
+            // A time range splits the events at the class's event time: from is inclusive, to exclusive.
+            let classEvent = try #require(all.first { $0["event_type"] == "schema.ontology.created" })
+            let classTime = try #require(classEvent["event_time"]?.stringValue)
+            let split = try #require(InternetTime.parse(classTime.replacingOccurrences(of: "+00:00", with: "Z")))
+            let times = all.map { ($0["event_type"]?.stringValue ?? "", InternetTime.parse(($0["event_time"]?.stringValue ?? "").replacingOccurrences(of: "+00:00", with: "Z")) ?? .distantPast) }
+            let stamp = InternetTime.format(split)
+            #expect(eventTypes(try await listedEvents(audit, "from=\(stamp)")) == times.filter { $0.1 >= split }.map(\.0).sorted(), "from \(stamp)")
+            #expect(eventTypes(try await listedEvents(audit, "to=\(stamp)")) == times.filter { $0.1 < split }.map(\.0).sorted(), "to \(stamp)")
+            #expect(try await listedEvents(audit, "to=\(stamp)").count + (try await listedEvents(audit, "from=\(stamp)")).count == 7)
+
+            let paged = try await listedEvents(audit, limit: 2)
+            #expect(paged.compactMap { $0["event_id"]?.stringValue } == all.compactMap { $0["event_id"]?.stringValue }, "pages of 2 list the same events in the same order")
+
+            let other = try await flow.audit.client(roles: ["auditor"], tenant: uniqueName("other"))
+            #expect(try await listedEvents(other).isEmpty)
+            let someID = try #require(all.first?["event_id"]?.stringValue)
+            #expect(try await other.get("/api/v1/audit/events/\(someID)").status == 404, "another tenant's event does not exist for it")
+            #expect(try await audit.get("/api/v1/audit/events/\(someID)").status == 200)
+
+            for bad in ["limit=0", "limit=1001", "success=maybe", "from=yesterday", "cursor=not-a-cursor", "from=2026-12-02T00:00:00Z&to=2026-12-01T00:00:00Z"] {
+                let answer = try await audit.get("/api/v1/audit/events?\(bad)")
+                #expect(answer.status == 400 && answer.body?["error"] != nil, "\(bad): \(answer)")
+            }
+        }
+    }
+
+    @Test("exactly once, counted: 60 creates through the whole path give exactly their 60 audit events by event id; an event published twice (same Nats-Msg-Id, and again under another id as after the duplicate window) is stored once",
+          .readsStores(of: "AUDIT_BASE_URL", through: ["NATS_URL"], because: "publishes to the stream directly"))
+    func exactlyOnce() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            let oms = try await flow.oms.client(tenant: tenant)
+            let database = uniqueName("once_db")
+            try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            try await completedCommand(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
+            let ledger = OperationLedger()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<60 {
+                    if index >= 12 { try await group.next() }
+                    group.addTask {
+                        let instance = "p\(index)"
+                        let answer = try await oms.post("/api/v1/instances/\(database)/async/Product/create", ["data": ["name": .string("item \(index)")], "instance_id": .string(instance)])
+                        guard answer.status == 202, let command = answer.data?["command_id"]?.stringValue else { return }
+                        ledger.acknowledged(OMSAuditTrail.eventID(commandID: command, aggregateID: "\(database):Product:\(instance)"))
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(ledger.count(.acknowledged) == 60)
+            let audit = try await flow.audit.client(roles: ["auditor"], tenant: tenant)
+            let report = try await LossAccounting.converge(ledger, timeout: .seconds(60), interval: .milliseconds(500)) {
+                // Pages of 25: the cursor is part of what is checked (a row twice would count as duplicated).
+                try await listedEvents(audit, "event_type=instance.created", limit: 25).compactMap { $0["event_id"]?.stringValue }
+            }
+            #expect(report.passed, "\(report)")
+
+            let duplicatesBefore = try await counter("audit_duplicates_absorbed_total", flow)
+            let event = plantedEvent("temp.duplicate", tenant: tenant)
+            let nats = try await NATSConnection(url: try #require(flow.endpoints.natsURL))
+            let subject = flow.isolation.subjects.subject(of: "temp.duplicate")
+            let first = try await nats.publish(subject: subject, payload: try event.encoded(), messageID: event.id)
+            let again = try await nats.publish(subject: subject, payload: try event.encoded(), messageID: event.id)
+            #expect(!first.duplicate && again.duplicate, "inside the window the stream itself drops the second")
+            let late = try await nats.publish(subject: subject, payload: try event.encoded(), messageID: "late-\(event.id)")
+            #expect(!late.duplicate, "under another message id the stream stores it again, as after the window")
+            try await eventually("the late copy to be absorbed", timeout: .seconds(30)) { try await counter("audit_duplicates_absorbed_total", flow) >= duplicatesBefore + 1 }
+            let copies = try await listedEvents(audit, "event_type=temp.duplicate")
+            #expect(copies.compactMap { $0["event_id"]?.stringValue } == [event.id], "one row: \(copies)")
+        }
+    }
+
+    @Test("a poison message (not JSON, an event without an actor, a value Postgres refuses) is dead-lettered with its bytes and reason, counted, and the events after it are still stored",
+          .readsStores(of: "AUDIT_BASE_URL", through: ["POSTGRES_URL", "NATS_URL"], because: "publishes to the stream and reads the dead letters"))
+    func poisonMessage() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            let nats = try await NATSConnection(url: try #require(flow.endpoints.natsURL))
+            let lettersBefore = try await counter("audit_dead_letters_total", flow)
+            _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "garbage"), payload: Array("not json {".utf8), messageID: uniqueName("garbage"))
+            var nameless = plantedEvent("temp.nameless", tenant: tenant)
+            nameless.payload.actor = AuditActor(id: "", username: "", tenantID: tenant)
+            _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "temp.nameless"), payload: try nameless.encoded(), messageID: nameless.id)
+            // A value Postgres refuses (duration_ms beyond its integer): the batch cannot commit, so each event is
+            // stored alone and this one dead-lettered, instead of the consumer retrying the batch for ever.
+            var oversized = plantedEvent("temp.oversized", tenant: tenant)
+            oversized.payload.durationMS = 3_000_000_000
+            _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "temp.oversized"), payload: try oversized.encoded(), messageID: oversized.id)
+            let valid = plantedEvent("temp.after_poison", tenant: tenant)
+            _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "temp.after_poison"), payload: try valid.encoded(), messageID: valid.id)
+
+            let audit = try await flow.audit.client(roles: ["auditor"], tenant: tenant)
+            try await eventually("the event after the poison to be stored", timeout: .seconds(30)) { try await audit.get("/api/v1/audit/events/\(valid.id)").status == 200 }
+            #expect(try await audit.get("/api/v1/audit/events/\(nameless.id)").status == 404, "the invalid event is not stored as an event")
+            let letters: [(String, String, String?)] = try await withPostgresClient(try #require(flow.endpoints.postgresURL)) { client in
+                try await client.query(PostgresQuery(unsafeSQL: "SELECT convert_from(raw, 'UTF8'), reason, event_id FROM \"\(flow.isolation.schema)\".audit_dead_letters ORDER BY stream_sequence")).collect()
+                    .map { try $0.decode((String, String, String?).self) }
+            }
+            #expect(letters.count == 3, "\(letters)")
+            #expect(letters.first?.0 == "not json {" && letters.first?.1.contains("undecodable") == true, "\(letters)")
+            #expect(letters.dropFirst().first?.2 == nameless.id && letters.dropFirst().first?.1.contains("actor.id is empty") == true, "\(letters)")
+            #expect(letters.last?.2 == oversized.id && letters.last?.1.contains("refused by the audit store") == true, "\(letters)")
+            #expect(try await counter("audit_dead_letters_total", flow) == lettersBefore + 3)
+        }
+    }
+
+    @Test("every audit route refuses a missing, expired, wrongly signed or alg-none token (401) and a token without auditor (403); policy changes need audit-admin; health, readiness and metrics need none",
+          .usesAPI(of: "AUDIT_BASE_URL"))
+    func security() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            let expired = try await flow.audit.token(roles: ["auditor"], tenant: tenant, ttl: .seconds(-60))
+            let wrong = try await wronglySignedToken(tenant: tenant)
+            let reader = try await flow.audit.token(roles: ["reader"], tenant: tenant)
+            let auditor = try await flow.audit.token(roles: ["auditor"], tenant: tenant)
+            let routes: [(String, String, JSONValue?)] = [
+                ("GET", "/api/v1/audit/events", nil), ("GET", "/api/v1/audit/events/x", nil), ("GET", "/api/v1/audit/stats", nil),
+                ("POST", "/api/v1/audit/reports", ["type": "activity"]), ("GET", "/api/v1/audit/reports/x", nil), ("GET", "/api/v1/audit/retention-policies", nil),
+                ("PUT", "/api/v1/audit/retention-policies", ["policies": [["event_type_pattern": "x", "retention_days": 1]]]), ("POST", "/api/v1/audit/retention/run", nil),
+            ]
+            for (method, path, body) in routes {
+                for (name, token) in [("no token", nil), ("expired", expired), ("wrongly signed", wrong), ("alg none", unsignedToken(tenant: tenant))] as [(String, String?)] {
+                    let answer = try await ServiceClient(baseURL: flow.audit.baseURL, token: token).request(method, path, json: body)
+                    #expect(answer.status == 401 && answer.body?["error"] == "unauthorized", "\(method) \(path), \(name): \(answer)")
+                }
+                let forbidden = try await ServiceClient(baseURL: flow.audit.baseURL, token: reader).request(method, path, json: body)
+                #expect(forbidden.status == 403 && forbidden.body?["error"] == "forbidden", "\(method) \(path) as a reader: \(forbidden)")
+            }
+            for (method, path, body) in routes.suffix(2) {
+                let answer = try await ServiceClient(baseURL: flow.audit.baseURL, token: auditor).request(method, path, json: body)
+                #expect(answer.status == 403, "\(method) \(path) needs audit-admin, an auditor got \(answer.status)")
+            }
+            for open in ["/health", "/health/ready", "/metrics", "/openapi.json"] {
+                #expect(try await ServiceClient(baseURL: flow.audit.baseURL).get(open).status == 200, "\(open) without a token")
+            }
+        }
+    }
+
+    @Test("health shows NATS connected with message counts and metrics move with the traffic; a report counts per actor and action with failures; a 30-day temp.* policy removes exactly the old temp events planted and nothing else",
+          .readsStores(of: "AUDIT_BASE_URL", through: ["NATS_URL"], because: "plants old events on the stream"))
+    func endpointsReportsAndRetention() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            let storedBefore = try await counter("audit_events_stored_total", flow)
+            let day: TimeInterval = 86_400
+            let planted = [
+                plantedEvent("temp.old", tenant: tenant, actor: "ann", at: Date().addingTimeInterval(-40 * day)),
+                plantedEvent("temp.recent", tenant: tenant, actor: "ann", at: Date().addingTimeInterval(-10 * day)),
+                plantedEvent("schema.old", tenant: tenant, actor: "ben", at: Date().addingTimeInterval(-40 * day)),
+                plantedEvent("other.old", tenant: tenant, actor: "ben", at: Date().addingTimeInterval(-40 * day)),
+                plantedEvent("other.ancient", tenant: tenant, actor: "ben", at: Date().addingTimeInterval(-400 * day)),
+            ]
+            let nats = try await NATSConnection(url: try #require(flow.endpoints.natsURL))
+            for event in planted { _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: event.payload.eventType), payload: try event.encoded(), messageID: event.id) }
+            let audit = try await flow.audit.client(roles: ["auditor"], tenant: tenant)
+            let _: Bool = try await eventually("the 5 planted events to be stored", timeout: .seconds(30)) {
+                let types = eventTypes(try await listedEvents(audit))
+                return types.count == 5 ? .done(true) : .pending("stored: \(types)")
+            }
+            #expect(try await counter("audit_events_stored_total", flow) == storedBefore + 5)
+
+            let health = try await ServiceClient(baseURL: flow.audit.baseURL).get("/health")
+            #expect(health.status == 200 && health.body?["checks"]?["nats"]?["connected"] == true, "\(health)")
+            #expect((health.body?["checks"]?["nats"]?["in_msgs"]?.intValue ?? 0) > 0, "\(health)")
+
+            let requested = try await audit.post("/api/v1/audit/reports", ["type": "activity", "from": .string(InternetTime.format(Date().addingTimeInterval(-50 * day)))])
+            #expect(requested.status == 202, "\(requested)")
+            let reportID = try #require(requested.data?["id"]?.stringValue)
+            let report: JSONValue = try await eventually("report \(reportID) to complete", timeout: .seconds(30)) {
+                let answer = try await audit.get("/api/v1/audit/reports/\(reportID)")
+                return answer.data?["status"] == "completed" ? .done(answer.data ?? .null) : .pending("\(answer)")
+            }
+            #expect(report["result"]?["total"] == 4, "the ancient event is before 'from': \(report)")
+            #expect(report["result"]?["by_actor"] == ["ann": 2, "ben": 2], "\(report)")
+            #expect(report["result"]?["failures"] == 0, "\(report)")
+            #expect(try await ServiceClient(baseURL: flow.audit.baseURL, token: try await flow.audit.token(roles: ["auditor"], tenant: uniqueName("other"))).get("/api/v1/audit/reports/\(reportID)").status == 404)
+
+            let admin = try await flow.audit.client(roles: ["audit-admin", "auditor"], tenant: tenant)
+            let policies = try await admin.put("/api/v1/audit/retention-policies", ["policies": [["event_type_pattern": "temp\\..*", "retention_days": 30, "description": "temporary"]]])
+            #expect(policies.status == 200, "\(policies)")
+            let invalid = try await admin.put("/api/v1/audit/retention-policies", ["policies": [["event_type_pattern": "(unclosed", "retention_days": 30]]])
+            #expect(invalid.status == 400, "an invalid pattern: \(invalid)")
+            let run = try await admin.post("/api/v1/audit/retention/run", [:])
+            #expect(run.status == 200 && run.data?["by_event_type"] == ["temp.old": 1, "other.ancient": 1], "\(run)")
+            #expect(eventTypes(try await listedEvents(audit)) == ["other.old", "schema.old", "temp.recent"])
+        }
+    }
+}
