@@ -45,6 +45,10 @@ public struct DeploymentChaosControl: ChaosControl {
 /// Puts `components` of `stack` (each a process group: Postgres's backends, SeaweedFS's servers) at nice 19, like
 /// the deployment's service processes: a chaos run keeps both cores busy, and the timing-sensitive tests running
 /// beside it on the shared stack failed their bounds at normal priority (a 2 s operation timeout, a heartbeat).
+/// Puts a private stack's components at the lowest priority, as chaos stacks run: at normal priority they push
+/// the timing-bound tests of the shared stack over their bounds.
+public func lowerStackPriority(_ stack: NativeStack) async { await lowerPriority(of: stack, Component.allCases) }
+
 func lowerPriority(of stack: NativeStack, _ components: [Component]) async {
     for component in components {
         guard let pid = await stack.process(of: component)?.pid else { continue }
