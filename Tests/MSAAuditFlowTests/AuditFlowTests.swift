@@ -326,4 +326,49 @@ struct AuditFlowTests {
             #expect(eventTypes(try await listedEvents(audit)) == ["other.old", "schema.old", "temp.recent"])
         }
     }
+
+    @Test("load: 120 OMS writes sent at once are each audited exactly once, and propagation from the OMS commit to the stored row stays sub-second at p95 (performance validator)",
+          .readsStores(of: "AUDIT_BASE_URL", through: ["POSTGRES_URL"], because: "reads when each row was stored"))
+    func load() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            let oms = try await flow.oms.client(tenant: tenant)
+            let database = uniqueName("load_db")
+            try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            try await completedCommand(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
+            let ledger = OperationLedger()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<120 {
+                    group.addTask {
+                        let instance = "l\(index)"
+                        let answer = try await oms.request("POST", "/api/v1/instances/\(database)/async/Product/create", json: ["data": ["name": .string("item \(index)")], "instance_id": .string(instance)], timeout: .seconds(30))
+                        if answer.status == 202, let command = answer.data?["command_id"]?.stringValue {
+                            ledger.acknowledged(OMSAuditTrail.eventID(commandID: command, aggregateID: "\(database):Product:\(instance)"))
+                        } else {
+                            ledger.refused("l\(index)")
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            #expect(ledger.count(.acknowledged) == 120, "every one of the 120 writes accepted")
+            let audit = try await flow.audit.client(roles: ["auditor"], tenant: tenant)
+            let report = try await LossAccounting.converge(ledger, timeout: .seconds(90), interval: .milliseconds(500)) {
+                try await listedEvents(audit, "event_type=instance.created").compactMap { $0["event_id"]?.stringValue }
+            }
+            #expect(report.passed, "\(report)")
+
+            let delays: [Double] = try await withPostgresClient(try #require(flow.endpoints.postgresURL)) { client in
+                var binds = PostgresBindings()
+                binds.append(tenant)
+                return try await client.query(PostgresQuery(unsafeSQL: "SELECT (extract(epoch FROM created_at - event_time) * 1000)::float8 FROM \"\(flow.isolation.schema)\".audit_events WHERE actor_tenant_id = $1 AND event_type = 'instance.created'", binds: binds))
+                    .collect().map { try $0.decode(Double.self) }
+            }
+            let validator = PerformanceValidator()
+            var propagation = await validator.newMeasurement("audit propagation, OMS commit -> stored row (120 writes at once)", thresholds: [.latency(percentile: 95, atMost: .seconds(1))])
+            for delay in delays { propagation.record(latency: .microseconds(Int64(max(0, delay) * 1000))) }
+            let verdict = await validator.add(propagation)
+            #expect(delays.count == 120 && verdict.passed, "\(verdict.report)")
+        }
+    }
 }
