@@ -244,7 +244,7 @@ let package = Package(
             name: "UnitTests",
             dependencies: [
                 "TestSupport", "ProdReadyS3", "ProdReadyInfra", "ProdReadyRedis", "ProdReadyCore", "ProdReadyPostgres", "ProdReadyReliability",
-                "ProdReadyVerification", "ProdReadyService", "OMSContract",
+                "ProdReadyVerification", "ProdReadyService", "OMSContract", "AuditContract", "AuditService", "OMSService",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -7,7 +7,7 @@ import ProdReadyKafka
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: stack start-up (default), the reliability primitives on PostgreSQL, the clients, the OMS.",
-        subcommands: [StackBench.self, ReliabilityBench.self, ClientBench.self, OMSBench.self],
+        subcommands: [StackBench.self, ReliabilityBench.self, ClientBench.self, OMSBench.self, AuditBench.self],
         defaultSubcommand: StackBench.self
     )
 }

@@ -99,7 +99,7 @@ struct Up: AsyncParsableCommand {
     @OptionGroup var options: CommonOptions
     @Option(name: .long, help: "Comma-separated components to start: postgres,kafka,nats,redis,s3 or all.")
     var components: String = "all"
-    @Option(name: .long, help: "Comma-separated reference services to start on the stack: oms, all or none (default: all with the whole stack, none with --components).")
+    @Option(name: .long, help: "Comma-separated reference services to start on the stack: oms, audit (with the OMS it audits), all or none (default: all with the whole stack, none with --components).")
     var services: String?
     @Flag(name: .long, help: "Print endpoints as JSON instead of export lines.")
     var json = false

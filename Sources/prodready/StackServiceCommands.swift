@@ -168,6 +168,8 @@ struct PrivateOMSDeployment {
     let baseURL: String
     let guardDirectory: String
     let home: String
+    /// The audit API, when the deployment includes the audit flow.
+    var auditBaseURL: String?
 
     /// A client with an admin token of `tenant`.
     func client(tenant: String) async throws -> ServiceClient {
@@ -176,7 +178,9 @@ struct PrivateOMSDeployment {
     }
 }
 
-func withPrivateOMSDeployment<Result>(home: String, label: String, _ body: (PrivateOMSDeployment) async throws -> Result) async throws -> Result {
+/// A private stack with the OMS, and with `audit` its outbox relay and the audit service too, for `body`; all of it
+/// torn down afterwards.
+func withPrivateOMSDeployment<Result>(home: String, label: String, audit: Bool = false, _ body: (PrivateOMSDeployment) async throws -> Result) async throws -> Result {
     let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: label), home: home, owned: true)
     let guardDirectory = "\(home)/deployments/\(UUID().uuidString.prefix(8).lowercased())-\(label)"
     let services = StackServices(stackDirectory: await stack.directory)
@@ -187,14 +191,17 @@ func withPrivateOMSDeployment<Result>(home: String, label: String, _ body: (Priv
     }
     let result: Result
     do {
-        progress("starting postgres, kafka, redis, s3")
-        try await stack.ensure([.postgres, .kafka, .redis, .s3])
+        let components: [Component] = audit ? [.postgres, .kafka, .redis, .s3, .nats] : [.postgres, .kafka, .redis, .s3]
+        progress("starting \(components.map(\.rawValue).joined(separator: ", "))")
+        try await stack.ensure(components)
         try OwnedProcessDirectory.watch(guardDirectory)
         let endpoints = await stack.endpoints
         let urls = try await startServices(
-            ServiceCatalog.entries.filter { $0.name == "oms" }, stackDirectory: await stack.directory, home: home, endpoints: endpoints, guardDirectory: guardDirectory)
-        guard let baseURL = urls.first?.1 else { throw ProdReadyError(.processFailed, "the OMS did not report its URL") }
-        result = try await body(PrivateOMSDeployment(stack: stack, services: services, endpoints: endpoints, baseURL: baseURL, guardDirectory: guardDirectory, home: home))
+            try ServiceCatalog.parse(audit ? "oms,audit" : "oms"), stackDirectory: await stack.directory, home: home, endpoints: endpoints, guardDirectory: guardDirectory)
+        guard let baseURL = urls.first(where: { $0.0 == "OMS_BASE_URL" })?.1 else { throw ProdReadyError(.processFailed, "the OMS did not report its URL") }
+        result = try await body(PrivateOMSDeployment(
+            stack: stack, services: services, endpoints: endpoints, baseURL: baseURL, guardDirectory: guardDirectory, home: home,
+            auditBaseURL: urls.first(where: { $0.0 == "AUDIT_BASE_URL" })?.1))
     } catch {
         await tearDown()
         throw error

@@ -1,0 +1,174 @@
+import ArgumentParser
+import AuditContract
+import Foundation
+import Logging
+import PostgresNIO
+import ProdReadyCore
+import ProdReadyInfra
+import ProdReadyNATS
+import ProdReadyPerformance
+import ProdReadyPostgres
+import ProdReadyReliability
+import ProdReadyService
+
+/// `prodready bench audit`: the audit pipeline's figures of SPEC-audit on a private embedded stack.
+struct AuditBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Measure the audit flow: propagation from the OMS commit to the stored row, sustained ingest, and a filtered page over a million events.",
+        discussion: """
+        Boots a private stack (postgres, kafka, redis, s3, nats), the OMS, its outbox relay and the audit service, then: \
+        (1) commits audit outbox rows into the OMS's outbox at --rate per second for --seconds, in transactions of 10 ms \
+        worth of events, as the OMS's instance worker writes them (the OMS's API itself takes about 70 commands/s on \
+        this machine, so it cannot be the source of 1,000 events/s), and records for each event the time from its commit \
+        (event_time) until the audit service committed its row (created_at); (2) stops the audit service, publishes \
+        --ingest events to the stream, starts it again and measures how fast it stores them; (3) loads --rows events \
+        into audit_events with one INSERT … SELECT over generate_series (50 actors, 20 event types, 30 days), then \
+        times --queries filtered pages of 50 through the audit API. Prints percentiles next to the targets and each \
+        process's peak resident memory; everything is torn down afterwards. A missed target exits with status 1.
+        """
+    )
+
+    @OptionGroup var options: CommonOptions
+    @Option(help: "Audit events per second committed in the propagation phase.") var rate: Int = 1000
+    @Option(help: "Length of the propagation phase in seconds.") var seconds: Int = 20
+    @Option(help: "Events published for the ingest phase.") var ingest: Int = 50_000
+    @Option(help: "Events loaded for the query phase.") var rows: Int = 1_000_000
+    @Option(help: "Filtered pages requested in the query phase.") var queries: Int = 300
+
+    func run() async throws {
+        do {
+            try validateRanges([("--rate", rate, 1...20_000), ("--seconds", seconds, 1...3_600), ("--ingest", ingest, 1...2_000_000), ("--rows", rows, 0...20_000_000), ("--queries", queries, 1...100_000)])
+        } catch {
+            throw fail(error)
+        }
+        let missed: Bool
+        do {
+            missed = try await withPrivateOMSDeployment(home: options.resolvedHome, label: "bench-audit", audit: true) { deployment in
+                try await measure(deployment)
+            }
+        } catch {
+            throw fail(error)
+        }
+        if missed { throw ExitCode(1) }
+    }
+
+    private func measure(_ deployment: PrivateOMSDeployment) async throws -> Bool {
+        guard let postgresURL = deployment.endpoints.postgresURL, let natsURL = deployment.endpoints.natsURL, let auditURL = deployment.auditBaseURL else {
+            throw ProdReadyError(.configuration, "the private stack reported no Postgres, NATS or audit URL")
+        }
+        let validator = PerformanceValidator()
+        let subjects = AuditSubjects()
+        let logger = Logger(label: "bench-audit", factory: { _ in SwiftLogNoOpLogHandler() })
+        try await withPostgresClient(postgresURL) { postgres in
+            // 1. Propagation at a steady rate.
+            let tenant = "bench-propagation"
+            let outbox = Outbox(client: postgres, schema: try SQLIdentifier("oms"), logger: logger)
+            let total = rate * seconds
+            progress("propagation phase: \(total) audit events committed to the OMS outbox at \(rate)/s")
+            let clock = ContinuousClock()
+            let began = clock.now
+            let tick: Duration = .milliseconds(10)
+            var committed = 0
+            var slow = 0
+            while committed < total {
+                let due = began + tick * ((committed * 100) / rate)
+                if clock.now < due { try await clock.sleep(until: due) } else if clock.now - due > .milliseconds(50) { slow += 1 }
+                let count = min(total - committed, max(1, rate / 100))
+                let messages = try (0..<count).map { index in
+                    try OutboxMessage(.audit(id: UUID().uuidString.lowercased(), at: Date(), correlationID: nil, causationID: nil, AuditRecord(
+                        eventType: "bench.propagation", action: "create", actor: AuditActor(id: "bench", username: "bench", tenantID: tenant),
+                        target: AuditTarget(resourceType: "instance", resourceID: "p\(committed + index)"))), source: "oms", subject: subjects.subject(of: "bench.propagation"))
+                }
+                try await outbox.transaction { try await $0.enqueue(contentsOf: messages) }
+                committed += count
+            }
+            let sending = clock.now - began
+            progress("committed \(total) in \(format(sending.milliseconds)) ms; waiting for the audit service to store them")
+            try await waitForRows(postgres, tenant: tenant, count: total, timeout: .seconds(300))
+            var propagation = await validator.newMeasurement("audit propagation, OMS commit -> stored row at \(rate) events/s", thresholds: [.latency(percentile: 95, atMost: .milliseconds(100))])
+            let delays = try await postgres.query("SELECT (extract(epoch FROM created_at - event_time) * 1000000)::bigint FROM audit.audit_events WHERE actor_tenant_id = \(tenant)").collect()
+            for row in delays { propagation.record(latency: .microseconds(max(0, try row.decode(Int64.self)))) }
+            propagation.elapsed = sending
+            await validator.add(propagation)
+            if slow > 0 { print("note: the bench fell behind its schedule \(slow) times (a transaction took longer than its 10 ms slot)") }
+
+            // 2. Sustained ingest: a backlog on the stream, stored as fast as the audit service can.
+            progress("ingest phase: stopping the audit service and publishing \(ingest) events")
+            try await deployment.services.stop("audit")
+            let nats = try await NATSConnection(url: natsURL)
+            let ingestTenant = "bench-ingest"
+            var outgoing: [JetStreamOutgoing] = []
+            outgoing.reserveCapacity(ingest)
+            for index in 0..<ingest {
+                let envelope: EventEnvelope<AuditRecord> = .audit(id: UUID().uuidString.lowercased(), at: Date(), correlationID: nil, causationID: nil, AuditRecord(
+                    eventType: "bench.ingest", action: "create", actor: AuditActor(id: "actor-\(index % 50)", username: "bench", tenantID: ingestTenant),
+                    target: AuditTarget(resourceType: "instance", resourceID: "i\(index)")))
+                outgoing.append(JetStreamOutgoing(subject: subjects.subject(of: "bench.ingest"), payload: try envelope.encoded(), messageID: envelope.id))
+            }
+            for start in stride(from: 0, to: outgoing.count, by: 5_000) {
+                let results = try await nats.publishAsync(Array(outgoing[start..<min(start + 5_000, outgoing.count)]), window: 1024, timeout: .seconds(60))
+                if let failure = results.first(where: { if case .failure = $0 { true } else { false } }) { throw ProdReadyError(.serverError, "publishing the backlog failed: \(failure)") }
+            }
+            progress("starting the audit service with \(ingest) events waiting")
+            let ingestBegan = clock.now
+            try await deployment.services.start("audit")
+            try await waitForRows(postgres, tenant: ingestTenant, count: ingest, timeout: .seconds(600))
+            var sustained = await validator.newMeasurement("audit sustained ingest, \(ingest) events from the stream into audit_events (from the service's start)", thresholds: [.throughput(atLeast: 10_000)])
+            sustained.elapsed = clock.now - ingestBegan
+            sustained.record(operations: ingest)
+            await validator.add(sustained)
+
+            // 3. A filtered page over many events.
+            if rows > 0 {
+                progress("query phase: loading \(rows) events with INSERT … SELECT generate_series")
+                let loadBegan = clock.now
+                let queryTenant = "bench-query"
+                _ = try await postgres.query("""
+                    INSERT INTO audit.audit_events (event_id, event_type, action, actor_id, actor_username, actor_tenant_id, target_resource_type, target_resource_id,
+                                                    target_resource_name, success, error_code, changes, tags, event_time)
+                    SELECT 'load-' || g, 'load.type' || (g % 20), (ARRAY['create','update','delete'])[1 + g % 3], 'actor-' || (g % 50), 'user ' || (g % 50), \(queryTenant),
+                           'instance', 'db/Product/' || g, 'Product ' || (g % 1000), g % 17 <> 0, CASE WHEN g % 17 = 0 THEN 'optimistic_concurrency_conflict' END,
+                           jsonb_build_object('after', jsonb_build_object('name', 'item ' || g)), '["oms"]'::jsonb,
+                           now() - (g % 2592000) * interval '1 second'
+                    FROM generate_series(1, \(rows)) AS g
+                    """).collect()
+                _ = try await postgres.query("ANALYZE audit.audit_events").collect()
+                print("loaded \(rows) events in \(format((clock.now - loadBegan).milliseconds / 1000)) s")
+                let token = try await TokenAuthority(secret: try ServiceSecrets.jwtSecret(home: deployment.home)).mint(subject: "bench", roles: ["auditor"], tenant: queryTenant, ttl: .seconds(3600))
+                let client = ServiceClient(baseURL: auditURL, token: token)
+                let week = InternetTime.format(Date().addingTimeInterval(-7 * 86_400))
+                let filters = ["event_type=load.type7", "actor_id=actor-13", "actor_id=actor-21&action=update", "event_type=load.type3&from=\(week)", "success=false", "target_resource_type=instance&target_resource_id=db/Product/4242"]
+                var page = await validator.newMeasurement("audit API, a filtered page of 50 over \(rows) events", thresholds: [.latency(percentile: 95, atMost: .milliseconds(20))])
+                let pageBegan = clock.now
+                for index in 0..<queries {
+                    let started = clock.now
+                    let answer = try await client.get("/api/v1/audit/events?limit=50&\(filters[index % filters.count])")
+                    guard answer.status == 200 else { throw ProdReadyError(.serverError, "a filtered page answered \(answer.status): \(answer)") }
+                    page.record(latency: clock.now - started)
+                }
+                page.elapsed = clock.now - pageBegan
+                await validator.add(page)
+            }
+        }
+        for record in await deployment.services.records() {
+            print("peak resident memory of \(record.name): \(record.identity.flatMap { peakResidentMegabytes(pid: $0.pid) }.map { format($0) + " MB" } ?? "unknown")  (goal < 150 MB)")
+        }
+        return !(await validator.summarize()).isEmpty
+    }
+
+    /// Polls until `tenant` has `count` stored events.
+    private func waitForRows(_ postgres: PostgresClient, tenant: String, count: Int, timeout: Duration) async throws {
+        let clock = ContinuousClock()
+        let deadline = clock.now + timeout
+        var stored = 0
+        while true {
+            stored = Int(try await postgres.query("SELECT count(*)::bigint FROM audit.audit_events WHERE actor_tenant_id = \(tenant)").collect().first?.decode(Int64.self) ?? 0)
+            if stored >= count { return }
+            guard clock.now < deadline else { throw ProdReadyError(.timeout, "\(stored) of \(count) events of \(tenant) stored after \(timeout)") }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    private func format(_ value: Double) -> String { String(Int(value.rounded())) }
+}
