@@ -35,9 +35,7 @@ public enum AuditAPI {
             let caller = try context.caller()
             let filter = try eventFilter(request, tenant: caller.tenant)
             let page = try await dependency { try await store.page(filter) }
-            var data: [String: JSONValue] = ["events": .array(page.events), "count": .int(page.events.count)]
-            data["next_cursor"] = page.next.map { .string($0.token) } ?? .null
-            return Response.json(["status": "success", "data": .object(data)])
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(string: page.responseBody)))
         }
         router.add(.get, "/api/v1/audit/events/{event_id}", summary: "One audit event by its event id", role: auditor, responses: [200: "the event", 404: "no such event for this tenant"]) { _, context in
             let caller = try context.caller()

@@ -41,10 +41,13 @@ public struct AuditConsumer: Service {
         public var ackWait: Duration
         public var maxDeliver: Int?
         public var batchSize: Int
+        /// Batches fetched and stored at once.
+        public var parallelBatches: Int
         /// The consumer name in `event_consumer_tracking`.
         public var consumerName: String { durable }
 
-        public init(subjects: AuditSubjects, durable: String, ackWait: Duration, maxDeliver: Int?, batchSize: Int = 200) {
+        public init(subjects: AuditSubjects, durable: String, ackWait: Duration, maxDeliver: Int?, batchSize: Int = 200, parallelBatches: Int = 3) {
+            self.parallelBatches = parallelBatches
             self.subjects = subjects
             self.durable = durable
             self.ackWait = ackWait
@@ -82,6 +85,15 @@ public struct AuditConsumer: Service {
         while readiness.waitingFor.contains("migrations") { try await Task.sleep(for: .milliseconds(50)) }
         let subscription = try await subscribe()
         readiness.satisfy(Self.joinedCondition)
+        // Several batches in flight: one is decoded here while Postgres stores another. Order does not matter (each
+        // event is stored once by its id, pages sort by event time); one loop alone left both half idle.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<settings.parallelBatches { group.addTask { try await consumeBatches(subscription) } }
+            try await group.waitForAll()
+        }
+    }
+
+    func consumeBatches(_ subscription: JetStreamPullSubscription) async throws {
         var failures = 0
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             let messages: [JetStreamMessage]
@@ -155,7 +167,7 @@ public struct AuditConsumer: Service {
             do {
                 return try await nats.pullSubscribe(
                     subject: settings.subjects.wildcard,
-                    consumer: JetStreamConsumerConfiguration(durable: settings.durable, ackWait: settings.ackWait, maxDeliver: settings.maxDeliver, maxAckPending: settings.batchSize * 10))
+                    consumer: JetStreamConsumerConfiguration(durable: settings.durable, ackWait: settings.ackWait, maxDeliver: settings.maxDeliver, maxAckPending: settings.batchSize * settings.parallelBatches * 4))
             } catch {
                 attempt += 1
                 logger.warning("cannot bind the audit consumer yet; retrying", metadata: ["attempt": "\(attempt)", "error": "\(error)"])

@@ -51,10 +51,18 @@ public struct AuditCursor: Sendable, Equatable {
     }
 }
 
-/// One page of events and the cursor of the next (nil at the end).
+/// One page of events and the cursor of the next (nil at the end). The events are the JSON Postgres wrote, passed
+/// through as they are: parsing and re-encoding them cost about 0.2 ms per row, ten times the query.
 public struct AuditPage: Sendable {
-    public var events: [JSONValue]
+    /// Each event's JSON object.
+    public var eventsJSON: [String]
     public var next: AuditCursor?
+
+    /// `{"status":"success","data":{"count":…,"events":[…],"next_cursor":…}}`.
+    public var responseBody: String {
+        let cursor = next.map { "\"\($0.token)\"" } ?? "null"
+        return #"{"status":"success","data":{"count":"# + String(eventsJSON.count) + #","events":["# + eventsJSON.joined(separator: ",") + #"],"next_cursor":"# + cursor + "}}"
+    }
 }
 
 extension AuditStore {
@@ -69,7 +77,7 @@ extension AuditStore {
         let afterID = filter.after?.id
         // Absent filters are bound as NULL; postgres-nio plans each query with its values, so they cost nothing.
         let query: PostgresQuery = """
-            SELECT row_to_json(e)::text, (extract(epoch FROM e.event_time) * 1000000)::bigint, e.id::text
+            SELECT (to_jsonb(e) - 'id')::text, (extract(epoch FROM e.event_time) * 1000000)::bigint, e.id::text
             FROM \(unescaped: s).audit_events e
             WHERE e.actor_tenant_id = \(filter.tenant)
               AND (\(filter.actorID)::text IS NULL OR e.actor_id = \(filter.actorID))
@@ -88,14 +96,14 @@ extension AuditStore {
             LIMIT \(filter.limit + 1)
             """
         let found = try await rows(query, "listing audit events")
-        var events: [JSONValue] = []
+        var events: [String] = []
         var last: AuditCursor?
         for row in found.prefix(filter.limit) {
             let (json, micros, id) = try row.decode((String, Int64, String).self)
-            events.append(Self.presented(try JSONValue.parse(Array(json.utf8))))
+            events.append(json)
             last = AuditCursor(eventTimeMicros: micros, id: id)
         }
-        return AuditPage(events: events, next: found.count > filter.limit ? last : nil)
+        return AuditPage(eventsJSON: events, next: found.count > filter.limit ? last : nil)
     }
 
     /// One event of `tenant` by its event id.
