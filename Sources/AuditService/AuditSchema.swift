@@ -111,6 +111,11 @@ public enum AuditSchema {
             );
             """
         },
+        // Failures are a small share of events: a page of them read through the tenant's time index filtered
+        // thousands of successes first (p50 14–29 ms over a million events against 10 ms for the other filters).
+        Migration(version: 6, name: "audit failures index") { s in
+            "CREATE INDEX audit_events_tenant_failures ON \(s).audit_events (actor_tenant_id, event_time DESC, id DESC) WHERE NOT success;"
+        },
     ]
 
     public static func runner(schema: SQLIdentifier) throws -> MigrationRunner {

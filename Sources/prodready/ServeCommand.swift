@@ -131,22 +131,33 @@ struct ServeOMSCommand: AsyncParsableCommand {
 
     func run() async throws {
         let kind = OMSProcessKind(rawValue: process)!
-        let settings: OMSSettings
-        let crashPoints: CrashPoints
-        do {
-            settings = try OMSSettings.read(options: optionValues, home: common.resolvedHome, process: kind)
-            crashPoints = try CrashPoints(process: kind.rawValue, known: kind.crashPoints)
-        } catch {
-            FileHandle.standardError.write(Data("prodready serve \(kind.rawValue): \(error)\n".utf8))
-            throw ExitCode(2)
+        try await serveProcess(kind.rawValue, crashPoints: kind.crashPoints, settings: { try OMSSettings.read(options: optionValues, home: common.resolvedHome, process: kind) }) {
+            try await OMSProcess.run(kind, settings: $0, crashPoints: $1, logger: $2)
         }
-        var logger = Logger(label: kind.rawValue, factory: { StreamLogHandler.standardError(label: $0) })
-        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-        if !crashPoints.armed.isEmpty {
-            logger.notice("crash points armed", metadata: ["points": "\(crashPoints.armed.sorted())"])
-        }
-        try await OMSProcess.run(kind, settings: settings, crashPoints: crashPoints, logger: logger)
     }
+}
+
+/// What every `serve` subcommand does: read and check the settings and crash points (each problem on a line of its
+/// own, exit status 2), make the logger (`LOG_LEVEL`), say which crash points are armed, then run the process.
+func serveProcess<Settings>(
+    _ name: String, crashPoints known: Set<String>, settings read: () throws -> Settings,
+    run: (Settings, CrashPoints, Logger) async throws -> Void
+) async throws {
+    let settings: Settings
+    let crashPoints: CrashPoints
+    do {
+        settings = try read()
+        crashPoints = try CrashPoints(process: name, known: known)
+    } catch {
+        FileHandle.standardError.write(Data("prodready serve \(name): \(error)\n".utf8))
+        throw ExitCode(2)
+    }
+    var logger = Logger(label: name, factory: { StreamLogHandler.standardError(label: $0) })
+    logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+    if !crashPoints.armed.isEmpty {
+        logger.notice("crash points armed", metadata: ["points": "\(crashPoints.armed.sorted())"])
+    }
+    try await run(settings, crashPoints, logger)
 }
 
 /// Runs the audit service's process in the foreground until SIGTERM or SIGINT.
@@ -211,20 +222,8 @@ struct ServeAuditCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let settings: AuditSettings
-        let crashPoints: CrashPoints
-        do {
-            settings = try AuditSettings.read(options: optionValues, home: common.resolvedHome)
-            crashPoints = try CrashPoints(process: AuditProcess.name, known: AuditConsumer.crashPointNames)
-        } catch {
-            FileHandle.standardError.write(Data("prodready serve audit: \(error)\n".utf8))
-            throw ExitCode(2)
+        try await serveProcess(AuditProcess.name, crashPoints: AuditConsumer.crashPointNames, settings: { try AuditSettings.read(options: optionValues, home: common.resolvedHome) }) {
+            try await AuditProcess.run(settings: $0, crashPoints: $1, logger: $2)
         }
-        var logger = Logger(label: AuditProcess.name, factory: { StreamLogHandler.standardError(label: $0) })
-        logger.logLevel = ProcessInfo.processInfo.environment["LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
-        if !crashPoints.armed.isEmpty {
-            logger.notice("crash points armed", metadata: ["points": "\(crashPoints.armed.sorted())"])
-        }
-        try await AuditProcess.run(settings: settings, crashPoints: crashPoints, logger: logger)
     }
 }
