@@ -170,6 +170,22 @@ final class OMSWorkload: Sendable {
     }
 }
 
+extension OMSWorkload {
+    /// Where the first three lost creates of `report` got stuck: which of the six checks each fails, and where its
+    /// command is on the commands topic against the instance worker's committed offsets.
+    func diagnoseLost(_ report: LossReport, on target: OMSChaosTarget) async throws -> [String] {
+        let creates = Dictionary(uniqueKeysWithValues: creates.map { ($0.instance, $0) })
+        var lines: [String] = []
+        for instance in report.lost.prefix(3) {
+            guard let create = creates[instance] else { continue }
+            let checks = try await OMSConvergence.diagnose(database: database, classID: create.classID, instance: instance, command: create.command, oms: target.oms, stores: target.stores)
+            let onKafka = (try? await OMSKafkaTrace.locate(command: create.command, target: target)) ?? "the commands topic could not be read"
+            lines.append("lost \(instance): \(checks); \(onKafka)")
+        }
+        return lines
+    }
+}
+
 /// Creating classes.
 public enum OMSClasses {
     /// Creates classes `names` of `database` (16 requests at a time), each with one required string property
@@ -252,13 +268,7 @@ extension OMSChaosScenario {
         let report = try await workload.converge(target, since: window.healed, timeout: convergeTimeout)
         target.log.note("scenario \(rawValue): \(report)")
         violations.add(contentsOf: try await checksAfterConvergence(target, workload))
-        let creates = Dictionary(uniqueKeysWithValues: workload.creates.map { ($0.instance, $0) })
-        for instance in report.lost.prefix(3) {
-            guard let create = creates[instance] else { continue }
-            let checks = try await OMSConvergence.diagnose(database: workload.database, classID: create.classID, instance: instance, command: create.command, oms: target.oms, stores: target.stores)
-            let onKafka = (try? await OMSKafkaTrace.locate(command: create.command, target: target)) ?? "the commands topic could not be read"
-            violations.add("lost \(instance): \(checks); \(onKafka)")
-        }
+        violations.add(contentsOf: try await workload.diagnoseLost(report, on: target))
         let summary = ScenarioSummary(
             suite: "oms", scenario: "chaos-lite " + rawValue, fault: fault.description, holdSeconds: Double(fault.hold.components.seconds),
             acknowledgedDuringFault: generator.acknowledged(from: window.began, to: window.healed), report: report, violations: violations.all)

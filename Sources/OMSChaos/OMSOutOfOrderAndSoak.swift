@@ -155,7 +155,8 @@ public enum OMSSoak {
                 }
                 let summary = ScenarioSummary(
                     suite: "oms", scenario: "soak fault \(number + 1)", fault: fault.description, holdSeconds: Double(fault.hold.components.seconds), seed: seed,
-                    acknowledgedDuringFault: generator.acknowledged(from: window.began, to: window.healed), report: report, violations: [])
+                    acknowledgedDuringFault: generator.acknowledged(from: window.began, to: window.healed), report: report,
+                    violations: try await workload.diagnoseLost(report, on: target))
                 try ScenarioReport.record(summary)
                 outcomes.append(OMSChaosOutcome(summary: summary, report: report))
             }
@@ -169,7 +170,8 @@ public enum OMSSoak {
         let summary = ScenarioSummary(
             suite: "oms", scenario: "soak", fault: "\(outcomes.count) faults over \(seconds) s", holdSeconds: 2, seed: seed,
             acknowledgedDuringFault: outcomes.map(\.summary.acknowledgedDuringFault).reduce(0, +), report: report,
-            violations: outcomes.filter { !$0.summary.passed }.map { "\($0.summary.scenario) (\($0.summary.fault)) did not converge cleanly" })
+            violations: outcomes.filter { !$0.summary.passed }.map { "\($0.summary.scenario) (\($0.summary.fault)) did not converge cleanly" }
+                + (try await workload.diagnoseLost(report, on: target)))
         try ScenarioReport.record(summary)
         outcomes.append(OMSChaosOutcome(summary: summary, report: report))
         return outcomes
