@@ -43,15 +43,7 @@ public struct AuditSettings: Sendable {
         if ackWait >= stream.duplicateWindow {
             reader.problem("--ack-wait-seconds", value: "\(ackWait)", expected: "below the stream's duplicate window (\(stream.duplicateWindow))")
         }
-        var secret = ""
-        do {
-            secret = try ServiceSecrets.jwtSecret(home: home, environment: reader.environment)
-            if secret.utf8.count < TokenAuthority.minimumSecretLength {
-                reader.problem(ServiceSecrets.environmentVariable, value: nil, expected: "at least \(TokenAuthority.minimumSecretLength) bytes, got \(secret.utf8.count)")
-            }
-        } catch {
-            reader.problem(ServiceSecrets.environmentVariable, value: nil, expected: "\(error)")
-        }
+        let secret = reader.jwtSecret(home: home)
         try reader.finish()
         return AuditSettings(
             postgresURL: url, schema: schema, natsURL: nats, subjectPrefix: prefix, durable: durable, ackWait: ackWait, maxDeliver: maxDeliver == 0 ? nil : maxDeliver,

@@ -100,15 +100,7 @@ public struct OMSSettings: Sendable {
         if heartbeat * 3 > lease {
             reader.problem("--heartbeat-seconds", value: "\(heartbeat)", expected: "at most a third of the lease (\(lease)), so two missed beats still keep it")
         }
-        var secret = ""
-        do {
-            secret = try ServiceSecrets.jwtSecret(home: home, environment: env)
-            if secret.utf8.count < TokenAuthority.minimumSecretLength {
-                reader.problem(ServiceSecrets.environmentVariable, value: nil, expected: "at least \(TokenAuthority.minimumSecretLength) bytes, got \(secret.utf8.count)")
-            }
-        } catch {
-            reader.problem(ServiceSecrets.environmentVariable, value: nil, expected: "\(error)")
-        }
+        let secret = reader.jwtSecret(home: home)
         try reader.finish()
         return OMSSettings(
             postgresURL: url, schema: schema, s3Endpoint: s3, s3AccessKey: accessKey, s3SecretKey: secretKey, s3Region: region, bucket: bucket, kafkaServers: kafka,

@@ -119,6 +119,21 @@ public final class SettingsReader {
         problems.append(ServiceConfigurationError(setting: setting, value: value, expected: expected))
     }
 
+    /// The services' JWT secret (`ServiceSecrets`), at least `TokenAuthority.minimumSecretLength` bytes; a problem
+    /// otherwise, and an empty secret.
+    public func jwtSecret(home: String) -> String {
+        do {
+            let secret = try ServiceSecrets.jwtSecret(home: home, environment: environment)
+            if secret.utf8.count < TokenAuthority.minimumSecretLength {
+                problem(ServiceSecrets.environmentVariable, value: nil, expected: "at least \(TokenAuthority.minimumSecretLength) bytes, got \(secret.utf8.count)")
+            }
+            return secret
+        } catch {
+            problem(ServiceSecrets.environmentVariable, value: nil, expected: "\(error)")
+            return ""
+        }
+    }
+
     /// Throws every problem found, if any.
     public func finish() throws(ServiceConfigurationErrors) {
         if !problems.isEmpty { throw ServiceConfigurationErrors(problems) }
