@@ -12,21 +12,6 @@ import ProdReadyVerification
 import Testing
 import TestSupport
 
-/// Sends an OMS command and waits until it completed; returns the 202's `data`.
-@discardableResult
-func completedCommand(_ oms: ServiceClient, _ method: String, _ path: String, _ body: JSONValue, sourceLocation: SourceLocation = #_sourceLocation) async throws -> JSONValue {
-    let answer = try await oms.request(method, path, json: body)
-    try #require(answer.status == 202, "\(method) \(path) → \(answer)", sourceLocation: sourceLocation)
-    let data = try #require(answer.data)
-    let command = try #require(data["command_id"]?.stringValue)
-    let status: String = try await eventually("command \(command) to finish", timeout: .seconds(60), interval: .milliseconds(100)) {
-        let status = try await oms.get("/api/v1/commands/\(command)/status").data?["status"]?.stringValue ?? "none"
-        return status == "COMPLETED" || status == "FAILED" ? .done(status) : .pending("status \(status)")
-    }
-    #expect(status == "COMPLETED", "\(method) \(path)", sourceLocation: sourceLocation)
-    return data
-}
-
 /// Every event the audit API lists for `query`, following the cursor page by page (`limit` per page).
 func listedEvents(_ audit: ServiceClient, _ query: String = "", limit: Int = 1000) async throws -> [JSONValue] {
     var events: [JSONValue] = []
@@ -66,7 +51,7 @@ struct AuditFlowTests {
             let tenant = uniqueName("tenant")
             let oms = try await flow.oms.client(tenant: tenant)
             let database = uniqueName("audited_db")
-            let accepted = try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            let accepted = try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
             let eventID = OMSAuditTrail.eventID(commandID: try #require(accepted["command_id"]?.stringValue), aggregateID: database)
 
             let nats = try await NATSConnection(url: try #require(flow.endpoints.natsURL))
@@ -105,11 +90,11 @@ struct AuditFlowTests {
             let tenant = uniqueName("tenant")
             let oms = try await flow.oms.client(tenant: tenant)
             let database = uniqueName("filter_db")
-            try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
-            try await completedCommand(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
-            try await completedCommand(oms, "POST", "/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Apple"], "instance_id": "i1"])
-            try await completedCommand(oms, "POST", "/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Pear"], "instance_id": "i2"])
-            try await completedCommand(oms, "PUT", "/api/v1/instances/\(database)/async/Product/i1/update?expected_seq=1", ["data": ["name": "Zebra Apple"]])
+            try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            try await completed(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
+            try await completed(oms, "POST", "/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Apple"], "instance_id": "i1"])
+            try await completed(oms, "POST", "/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Pear"], "instance_id": "i2"])
+            try await completed(oms, "PUT", "/api/v1/instances/\(database)/async/Product/i1/update?expected_seq=1", ["data": ["name": "Zebra Apple"]])
             #expect(try await oms.put("/api/v1/instances/\(database)/async/Product/i1/update?expected_seq=1", ["data": ["name": "late"]]).status == 409)
             let bob = ServiceClient(baseURL: flow.oms.baseURL, token: try await flow.oms.token(roles: ["reader"], tenant: tenant, subject: "bob"))
             #expect(try await bob.post("/api/v1/instances/\(database)/async/Product/create", ["data": ["name": "Nope"]]).status == 403)
@@ -173,8 +158,8 @@ struct AuditFlowTests {
             let tenant = uniqueName("tenant")
             let oms = try await flow.oms.client(tenant: tenant)
             let database = uniqueName("once_db")
-            try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
-            try await completedCommand(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
+            try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            try await completed(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
             let ledger = OperationLedger()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<60 {
@@ -334,8 +319,8 @@ struct AuditFlowTests {
             let tenant = uniqueName("tenant")
             let oms = try await flow.oms.client(tenant: tenant)
             let database = uniqueName("load_db")
-            try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
-            try await completedCommand(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
+            try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            try await completed(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
             let ledger = OperationLedger()
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for index in 0..<120 {

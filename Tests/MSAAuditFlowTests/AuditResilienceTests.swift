@@ -21,8 +21,8 @@ final class AuditedCreates: Sendable {
     private let sent = Atomic<Int>(0)
 
     func prepare(_ oms: ServiceClient) async throws {
-        try await completedCommand(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
-        try await completedCommand(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
+        try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+        try await completed(oms, "POST", "/api/v1/database/\(database)/ontology", ["id": "Product", "properties": [["name": "name", "type": "string", "required": true]]])
     }
 
     /// Sends creates every `interval` until cancelled.
@@ -52,12 +52,17 @@ final class AuditedCreates: Sendable {
         }
     }
 
+    /// Waits until `count` more creates than `before` were acknowledged (creates flowing after a fault healed).
+    func acknowledgedMore(than before: Int, by count: Int, what: String) async throws {
+        try await eventually("\(count) more acknowledged creates \(what)", timeout: .seconds(30)) { self.ledger.count(.acknowledged) >= before + count }
+    }
+
     func converge(_ flow: AuditFlowDeployment, since: ContinuousClock.Instant, timeout: Duration = .seconds(90)) async throws -> LossReport {
         try await LossAccounting.converge(ledger, since: since, timeout: timeout, interval: .milliseconds(500)) { try await self.stored(flow) }
     }
 }
 
-/// Rows of `table` in the deployment's audit schema, or of the OMS's outbox with `pending` status.
+/// Rows of the OMS's audit outbox not yet published.
 func pendingOutboxRows(_ flow: AuditFlowDeployment) async throws -> Int {
     try await withPostgresClient(try #require(flow.endpoints.postgresURL)) { client in
         try await client.query(PostgresQuery(unsafeSQL: "SELECT count(*)::bigint FROM \"\(flow.omsIsolation.schema)\".outbox_events WHERE status <> 'published'")).collect().first?.decode(Int64.self)
@@ -93,7 +98,7 @@ struct AuditResilienceTests {
             try await stack.start(.nats)
             await lowerStackPriority(stack)
             let healed = ContinuousClock().now
-            try await Task.sleep(for: .seconds(2))
+            try await workload.acknowledgedMore(than: workload.ledger.count(.acknowledged), by: 10, what: "after NATS returned")
             load.cancel()
             let report = try await workload.converge(flow, since: healed)
             #expect(report.passed, "\(report)")
@@ -116,7 +121,7 @@ struct AuditResilienceTests {
             #expect(crashed?.shellStatus == 42, "the audit process should have exited at after_store: \(String(describing: crashed))")
             try await audit.start(timeout: .seconds(60), extraEnvironment: ["CHAOS_CRASH_POINT": ""])
             let restarted = ContinuousClock().now
-            try await Task.sleep(for: .seconds(3))
+            try await workload.acknowledgedMore(than: workload.ledger.count(.acknowledged), by: 10, what: "after the restart")
             load.cancel()
             let report = try await workload.converge(flow, since: restarted)
             #expect(report.passed, "\(report)")
@@ -138,11 +143,11 @@ struct AuditResilienceTests {
                 try await eventually("audited creates before killing \(name)") { try await workload.stored(flow).count >= before + 10 }
                 let process = try flow.audit.process(name)
                 try await process.kill()
-                try await Task.sleep(for: .seconds(1))
+                try await Task.sleep(for: .seconds(1))  // the fault's hold: down for a second while creates keep coming
                 try await process.start(timeout: .seconds(60))
             }
             let restarted = ContinuousClock().now
-            try await Task.sleep(for: .seconds(2))
+            try await workload.acknowledgedMore(than: workload.ledger.count(.acknowledged), by: 10, what: "after the restarts")
             load.cancel()
             let report = try await workload.converge(flow, since: restarted)
             #expect(report.passed, "\(report)")
@@ -166,6 +171,7 @@ struct AuditResilienceTests {
                 _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "temp.during_outage"), payload: try event.encoded(), messageID: event.id)
                 ledger.acknowledged(event.id)
             }
+            // Long enough for the consumer to have fetched and tried the batch: what is checked is that it did not ack.
             try await Task.sleep(for: .seconds(3))
             let info = try await nats.consumerInfo(stream: flow.isolation.subjects.streamName, consumer: flow.isolation.durable)
             #expect(info.ackFloorStreamSequence < 30 && (Int(info.pending) + info.ackPending) >= 30, "nothing may be acknowledged while Postgres is down: \(info)")
