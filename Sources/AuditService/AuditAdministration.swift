@@ -156,6 +156,13 @@ enum AuditAdministration {
         var policies: [RetentionPolicy]
     }
 
+    /// The policies as both policy routes answer them.
+    static func policiesResponse(_ policies: [RetentionPolicy]) -> Response {
+        Response.json(["status": "success", "data": ["policies": .array(policies.map {
+            ["event_type_pattern": .string($0.eventTypePattern), "retention_days": .int($0.retentionDays), "description": .string($0.description ?? "")]
+        })]])
+    }
+
     static func addRoutes(to router: ServiceRouter, store: AuditStore, logger: Logger) {
         router.add(.post, "/api/v1/audit/reports", summary: "Request a compliance or activity report", role: AuditAPI.auditor,
                    body: ["type": "object", "required": ["type"], "properties": ["type": ["enum": ["compliance", "activity"]], "from": ["type": "string", "format": "date-time"], "to": ["type": "string", "format": "date-time"], "filters": ["type": "object"]]],
@@ -192,7 +199,7 @@ enum AuditAdministration {
         }
         router.add(.get, "/api/v1/audit/retention-policies", summary: "Retention per event type pattern; the longest matching pattern wins", role: AuditAPI.auditor, responses: [200: "the policies"]) { _, _ in
             let policies = try await AuditAPI.dependency { try await store.retentionPolicies() }
-            return Response.json(["status": "success", "data": ["policies": .array(policies.map { ["event_type_pattern": .string($0.eventTypePattern), "retention_days": .int($0.retentionDays), "description": .string($0.description ?? "")] })]])
+            return policiesResponse(policies)
         }
         router.add(.put, "/api/v1/audit/retention-policies", summary: "Add or change retention policies", role: AuditAPI.auditAdmin,
                    body: ["type": "object", "required": ["policies"], "properties": ["policies": ["type": "array", "items": ["type": "object", "required": ["event_type_pattern", "retention_days"]]]]],
@@ -209,7 +216,7 @@ enum AuditAdministration {
             }
             try await AuditAPI.dependency { try await store.upsert(body.policies) }
             let policies = try await AuditAPI.dependency { try await store.retentionPolicies() }
-            return Response.json(["status": "success", "data": ["policies": .array(policies.map { ["event_type_pattern": .string($0.eventTypePattern), "retention_days": .int($0.retentionDays), "description": .string($0.description ?? "")] })]])
+            return policiesResponse(policies)
         }
         router.add(.post, "/api/v1/audit/retention/run", summary: "Run the retention job now", role: AuditAPI.auditAdmin, responses: [200: "how many events were deleted, per event type"]) { _, _ in
             let removed = try await AuditAPI.dependency { try await store.applyRetention() }

@@ -121,40 +121,55 @@ public enum OMSConvergence {
             full.formUnion(try await graph(database: database, classID: classID, oms: oms).full)
             documents.formUnion(try await stores.documentsExist(database: database, classID: classID, instances: members.map(\.instance)))
         }
-        let instanceRows = try await stores.processedEvents(handler: OMSProcesses.instanceWorker, eventIDs: creates.map(\.command))
-        let projectionRows = try await stores.processedEvents(handler: OMSProcesses.projectionWorker, eventIDs: creates.map { $0.domainEventID(database: database) })
-        let candidates = creates.filter {
-            full.contains($0.instance) && documents.contains($0.instance) && instanceRows[$0.command]?.status == "done"
-                && projectionRows[$0.domainEventID(database: database)]?.status == "done"
-        }
+        let reads = Reads(
+            database: database, full: full, documents: documents,
+            instanceRows: try await stores.processedEvents(handler: OMSProcesses.instanceWorker, eventIDs: creates.map(\.command)),
+            projectionRows: try await stores.processedEvents(handler: OMSProcesses.projectionWorker, eventIDs: creates.map { $0.domainEventID(database: database) }))
+        let candidates = creates.filter(reads.registryAndReadModelPass)
         let indexed = try await stores.indexed(candidates.flatMap { [$0.command, $0.domainEventID(database: database)] })
-        return Set(candidates.filter { indexed.contains($0.command) && indexed.contains($0.domainEventID(database: database)) }.map(\.instance))
+        return Set(candidates.filter { reads.indexPasses($0, indexed: indexed) }.map(\.instance))
+    }
+
+    /// What the six checks read for a set of creates, and the checks themselves.
+    struct Reads {
+        let database: String
+        /// Instances the graph shows FULL, and those with a read-model document.
+        var full: Set<String>
+        var documents: Set<String>
+        let instanceRows: [String: (status: String, attempts: Int)]
+        let projectionRows: [String: (status: String, attempts: Int)]
+
+        /// Four of the six: both registry rows `done`, the document there, the node FULL.
+        func registryAndReadModelPass(_ create: OMSCreate) -> Bool {
+            full.contains(create.instance) && documents.contains(create.instance) && instanceRows[create.command]?.status == "done"
+                && projectionRows[create.domainEventID(database: database)]?.status == "done"
+        }
+
+        /// The other two: the index holds the command and its domain event.
+        func indexPasses(_ create: OMSCreate, indexed: Set<String>) -> Bool {
+            indexed.contains(create.command) && indexed.contains(create.domainEventID(database: database))
+        }
     }
 
     /// Effects observed for loss accounting, everything read afresh (for a final check; too costly to poll on a
     /// long run): every create of `creates` that passes all six checks, and every other instance the graph of
     /// `classes` shows (the effect of a create that was refused or never sent: unexpected).
     public static func observeAll(database: String, classes: [String], creates: [OMSCreate], oms: ServiceClient, stores: OMSStores) async throws -> [String] {
-        let instanceRows = try await stores.processedEvents(handler: OMSProcesses.instanceWorker, database: database)
-        let projectionRows = try await stores.processedEvents(handler: OMSProcesses.projectionWorker, database: database)
+        var reads = Reads(
+            database: database, full: [], documents: [],
+            instanceRows: try await stores.processedEvents(handler: OMSProcesses.instanceWorker, database: database),
+            projectionRows: try await stores.processedEvents(handler: OMSProcesses.projectionWorker, database: database))
         let indexed = try await stores.indexedEventIDs()
         let byClass = Dictionary(grouping: creates, by: \.classID)
-        var effects: [String] = []
+        var unexpected: [String] = []
         for classID in Set(classes).union(byClass.keys) {
-            let members = byClass[classID] ?? []
+            let members = (byClass[classID] ?? []).map(\.instance)
             let (full, shown) = try await graph(database: database, classID: classID, oms: oms)
-            let documents = try await stores.documentsExist(database: database, classID: classID, instances: members.map(\.instance))
-            for create in members {
-                let domain = create.domainEventID(database: database)
-                if indexed.contains(create.command), instanceRows[create.command]?.status == "done", indexed.contains(domain),
-                    projectionRows[domain]?.status == "done", documents.contains(create.instance), full.contains(create.instance)
-                {
-                    effects.append(create.instance)
-                }
-            }
-            effects += shown.subtracting(members.map(\.instance))
+            reads.full.formUnion(full)
+            reads.documents.formUnion(try await stores.documentsExist(database: database, classID: classID, instances: members))
+            unexpected += shown.subtracting(members)
         }
-        return effects
+        return creates.filter { reads.registryAndReadModelPass($0) && reads.indexPasses($0, indexed: indexed) }.map(\.instance) + unexpected
     }
 
     /// The nodes the graph of one class shows, and those of them FULL.
