@@ -48,6 +48,8 @@ public struct OMSSettings: Sendable {
     /// librdkafka properties applied on top of the embedded profile (SASL, TLS, tuning).
     public var kafkaProperties: [String: String]
     public var topicPrefix: String
+    /// Partitions of the two topics when this process creates them (existing topics keep theirs).
+    public var topicPartitions: Int
     public var redisURL: String
     public var redisPrefix: String
     public var groupPrefix: String
@@ -82,6 +84,10 @@ public struct OMSSettings: Sendable {
             OMSSettings.keyValues($0) != nil
         }
         let topicPrefix = reader.text(value("--topic-prefix"), flag: "--topic-prefix", env: "OMS_TOPIC_PREFIX", default: "", expected: "letters, digits, '.', '_' and '-'") { $0.range(of: "^[A-Za-z0-9._-]{0,100}$", options: .regularExpression) != nil }
+        // The embedded broker lists every stored batch of a partition on each fetch that has something to return,
+        // so a fetch's cost grows with the partition: 12 partitions keep each a quarter of 3's (docs/PERFORMANCE.md,
+        // "OMS chaos"). Ordering is per aggregate, which any partition count keeps.
+        let partitions = reader.integer(value("--topic-partitions"), flag: "--topic-partitions", env: "OMS_TOPIC_PARTITIONS", default: 12, range: 1...1000, expected: "a partition count")
         let redis = reader.text(value("--redis-url"), flag: "--redis-url", env: "REDIS_URL", secret: true, expected: "redis://[:password@]host:port[/db]") { (try? RedisEndpoint(url: $0)) != nil }
         let redisPrefix = reader.text(value("--redis-prefix"), flag: "--redis-prefix", env: "OMS_REDIS_PREFIX", default: "oms:", expected: "a key prefix without spaces") { !$0.contains(" ") }
         let groupPrefix = reader.text(value("--group-prefix"), flag: "--group-prefix", env: "OMS_GROUP_PREFIX", default: "", expected: "letters, digits, '.', '_' and '-'") { $0.range(of: "^[A-Za-z0-9._-]{0,100}$", options: .regularExpression) != nil }
@@ -105,7 +111,7 @@ public struct OMSSettings: Sendable {
         return OMSSettings(
             postgresURL: url, schema: schema, s3Endpoint: s3, s3AccessKey: accessKey, s3SecretKey: secretKey, s3Region: region, bucket: bucket, kafkaServers: kafka,
             kafkaProperties: OMSSettings.keyValues(kafkaProperties) ?? [:],
-            topicPrefix: topicPrefix, redisURL: redis, redisPrefix: redisPrefix, groupPrefix: groupPrefix, host: host, port: port, lease: lease, heartbeat: heartbeat,
+            topicPrefix: topicPrefix, topicPartitions: partitions, redisURL: redis, redisPrefix: redisPrefix, groupPrefix: groupPrefix, host: host, port: port, lease: lease, heartbeat: heartbeat,
             gapTimeout: gap, jwtSecret: secret, natsURL: nats, auditSubjectPrefix: auditPrefix)
     }
 }
@@ -209,7 +215,7 @@ public enum OMSProcess {
             if kind != .api && kind != .outboxRelay {
                 // Keyed by aggregate, so one aggregate's events stay in order on one partition.
                 for topic in [topics.commands, topics.events] {
-                    try await admin.createTopic(topic, partitions: 3, allowExisting: true, timeout: .seconds(30))
+                    try await admin.createTopic(topic, partitions: settings.topicPartitions, allowExisting: true, timeout: .seconds(30))
                 }
             }
             readiness.satisfy("migrations")

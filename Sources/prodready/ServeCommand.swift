@@ -65,6 +65,9 @@ struct ServeOMSCommand: AsyncParsableCommand {
     @Option(name: .customLong("topic-prefix"), help: "Prefix of the instance_commands and instance_events topics (default none). Env: OMS_TOPIC_PREFIX.")
     var topicPrefix: String?
 
+    @Option(name: .customLong("topic-partitions"), help: "Partitions of instance_commands and instance_events when the process creates them; existing topics keep theirs (default 12: the embedded broker's fetches slow down as a partition grows). Env: OMS_TOPIC_PARTITIONS.")
+    var topicPartitions: String?
+
     @Option(name: .customLong("redis-url"), help: "redis://[:password@]host:port[/db]. Env: REDIS_URL.")
     var redisURL: String?
 
@@ -115,6 +118,7 @@ struct ServeOMSCommand: AsyncParsableCommand {
             "--kafka-bootstrap-servers": kafkaBootstrapServers,
             "--kafka-properties": kafkaProperties,
             "--topic-prefix": topicPrefix,
+            "--topic-partitions": topicPartitions,
             "--redis-url": redisURL,
             "--redis-prefix": redisPrefix,
             "--group-prefix": groupPrefix,
