@@ -2,6 +2,7 @@ public import AuditContract
 public import Foundation
 public import Logging
 import Metrics
+import Synchronization
 public import Prometheus
 import ProdReadyCore
 public import ProdReadyNATS
@@ -26,6 +27,19 @@ public struct AuditConsumerMetrics: Sendable {
     /// From the event's time at its producer to its row being committed here.
     func endToEnd(_ latency: Duration) {
         registry.makeDurationHistogram(name: "audit_end_to_end_latency_seconds", buckets: Self.latencyBuckets).record(latency)
+    }
+}
+
+/// The longest time a fetched batch went without the server hearing from the consumer (fetch to ack, or between
+/// two in-progress signals while Postgres is down). It must stay under the consumer's ack wait, or the server
+/// redelivers a batch still being stored; `/api/v1/system/config` reports it so a configuration check can compare.
+public final class BatchSilenceMeter: Sendable {
+    private let longestNanoseconds = Mutex<Int64>(0)
+    public init() {}
+    public var longest: Duration { .nanoseconds(longestNanoseconds.withLock { $0 }) }
+    func observe(_ silence: Duration) {
+        let nanoseconds = silence.components.seconds * 1_000_000_000 + silence.components.attoseconds / 1_000_000_000
+        longestNanoseconds.withLock { $0 = max($0, nanoseconds) }
     }
 }
 
@@ -64,6 +78,8 @@ public struct AuditConsumer: Service {
     let readiness: Readiness
     let crashPoints: CrashPoints?
     let logger: Logger
+    public let silence = BatchSilenceMeter()
+    private let clock = ContinuousClock()
 
     public init(nats: NATSConnection, store: AuditStore, settings: Settings, metrics: AuditConsumerMetrics, readiness: Readiness, crashPoints: CrashPoints?, logger: Logger) {
         self.nats = nats
@@ -111,12 +127,13 @@ public struct AuditConsumer: Service {
                 continue
             }
             metrics.lag(messages.last?.metadata?.pending ?? 0)
+            var lastContact = clock.now
             let fetchedAt = Date()
             let batch = messages.map { message in
                 ReceivedAuditMessage.decode(message.payload, subject: message.subject, stream: settings.subjects.streamName, streamSequence: message.metadata?.streamSequence ?? 0)
             }
             crashPoints?.reach("before_store")
-            guard let outcome = try await storeUntilDone(batch, messages, fetchedAt: fetchedAt) else { return }
+            guard let outcome = try await storeUntilDone(batch, messages, fetchedAt: fetchedAt, lastContact: &lastContact) else { return }
             crashPoints?.reach("after_store")
             metrics.stored(outcome.stored.count)
             metrics.duplicates(outcome.duplicates)
@@ -131,6 +148,7 @@ public struct AuditConsumer: Service {
             if outcome.deadLettered > 0 { logger.warning("dead-lettered undecodable or invalid audit events", metadata: ["count": "\(outcome.deadLettered)"]) }
             do {
                 try await nats.acknowledge(messages)
+                silence.observe(clock.now - lastContact)
             } catch {
                 // Stored already: the redelivery finds the rows and is acknowledged then.
                 logger.warning("acks not confirmed; the batch will be redelivered and absorbed", metadata: ["error": "\(error)"])
@@ -178,7 +196,7 @@ public struct AuditConsumer: Service {
 
     /// Stores the batch, retrying while Postgres is unavailable and telling the server the batch is still being
     /// worked on; nil when shutdown came first (nothing acknowledged: the batch is redelivered).
-    func storeUntilDone(_ batch: [ReceivedAuditMessage], _ messages: [JetStreamMessage], fetchedAt: Date) async throws -> AuditBatchOutcome? {
+    func storeUntilDone(_ batch: [ReceivedAuditMessage], _ messages: [JetStreamMessage], fetchedAt: Date, lastContact: inout ContinuousClock.Instant) async throws -> AuditBatchOutcome? {
         var attempt = 0
         while true {
             do {
@@ -196,7 +214,9 @@ public struct AuditConsumer: Service {
                 metrics.storeFailure()
                 logger.warning("cannot store the batch; holding it unacknowledged and retrying", metadata: ["events": "\(batch.count)", "attempt": "\(attempt)", "error": "\(error)"])
                 if Task.isShuttingDownGracefully || Task.isCancelled { return nil }
+                silence.observe(clock.now - lastContact)
                 for message in messages { try? await message.inProgress() }
+                lastContact = clock.now
                 do { try await Task.sleep(for: .milliseconds(min(2_000, 200 * attempt))) } catch { return nil }
             }
         }

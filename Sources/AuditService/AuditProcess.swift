@@ -81,6 +81,18 @@ public enum AuditProcess {
         ], readiness: readiness)
         AuditAPI.addRoutes(to: router, store: store, logger: logger)
         let consumer = AuditConsumer(nats: nats, store: store, settings: consumerSettings, metrics: AuditConsumerMetrics(registry: metrics.registry), readiness: readiness, crashPoints: crashPoints, logger: logger)
+        router.addConfigurationRoute(role: AuditAPI.auditor) { [silence = consumer.silence] in
+            [
+                "service": .string(name),
+                "stream": ["name": .string(subjects.streamName), "subjects": [.string(subjects.wildcard)], "duplicate_window_seconds": subjects.stream.duplicateWindow.jsonSeconds],
+                "consumer": [
+                    "durable": .string(settings.durable), "ack_wait_seconds": settings.ackWait.jsonSeconds, "max_deliver": settings.maxDeliver.map { .int($0) } ?? .null,
+                    "batch_size": .int(consumerSettings.batchSize), "parallel_batches": .int(consumerSettings.parallelBatches),
+                    "longest_batch_silence_seconds": silence.longest.jsonSeconds,
+                ],
+                "retention_interval_seconds": settings.retentionInterval.jsonSeconds,
+            ]
+        }
         let housekeeping = AuditHousekeeping(store: store, interval: settings.retentionInterval, readiness: readiness, logger: logger)
         let prepare: @Sendable () async throws -> Void = {
             try await AuditSchema.runner(schema: schema).run(on: postgres, logger: logger)

@@ -49,8 +49,14 @@ public struct OMSAuditTrail: Sendable {
 
     /// Records a refused write; a failure to record is logged (the refusal itself stands either way).
     func refused(_ record: AuditRecord, requestID: String) async {
+        await recordOutsideCommand(record, id: UUID().uuidString.lowercased(), requestID: requestID)
+    }
+
+    /// Records a write that is not a command: it happened in S3 already, so the row is enqueued right after it, in
+    /// a transaction of its own. Its id derives from what was written, so a repeated record is one event.
+    func recordOutsideCommand(_ record: AuditRecord, id: String, requestID: String) async {
         do {
-            let message = try message(.audit(id: UUID().uuidString.lowercased(), at: Date(), correlationID: requestID, causationID: nil, record))
+            let message = try message(.audit(id: id, at: Date(), correlationID: requestID, causationID: nil, record))
             try await withDeadline(.seconds(2)) { [outbox] in try await outbox.transaction { try await $0.enqueue(message) } }
         } catch {
             logger.warning("a refused write was not audited", metadata: ["event_type": "\(record.eventType)", "request_id": "\(requestID)", "error": "\(error)"])
@@ -67,6 +73,20 @@ public struct OMSAuditTrail: Sendable {
             target: AuditTarget(resourceType: "route", resourceID: refusal.path, resourceName: refusal.route), success: false, errorCode: code,
             errorMessage: "\(refusal.error)", requestID: refusal.requestID, metadata: ["method": .string(refusal.method.rawValue), "status": .int(refusal.status)],
             tags: [source, "security"])
+    }
+
+    /// The audit record of a branch created (a create-only S3 object, not a command).
+    static func branchCreated(_ caller: ServiceIdentity, database: String, branch: String, fromBranch: String, head: Int64, requestID: String) -> AuditRecord {
+        AuditRecord(
+            eventType: "version.branch.created", action: "create",
+            actor: AuditActor(id: caller.subject, username: caller.subject, roles: caller.roles.sorted(), tenantID: caller.tenant),
+            target: AuditTarget(resourceType: "branch", resourceID: "\(database)/\(branch)", resourceName: branch, branch: branch), requestID: requestID,
+            metadata: ["database": .string(database), "from_branch": .string(fromBranch), "head": .int(Int(head))], tags: [source, "database:\(database)"])
+    }
+
+    /// The audit event id of a branch's creation: a branch is created once, so its name identifies the event.
+    public static func branchEventID(database: String, branch: String) -> String {
+        UUIDv5.domainEventID(commandID: "branch:\(database)/\(branch)", eventType: "AUDIT", aggregateID: database)
     }
 
     /// The audit record of an update or delete refused for an optimistic-concurrency conflict.

@@ -35,6 +35,19 @@ public enum OMSProcessKind: String, Sendable, CaseIterable {
     }
 }
 
+/// The audit outbox relay's timing: one definition for the relay process and for the configuration the API reports.
+public enum OMSOutboxRelayTiming {
+    /// A relay that dies holding rows delays them this long before another claims them.
+    public static let claimTimeout: Duration = .seconds(10)
+    /// The longest pause between two attempts at a failed publish.
+    public static let retryCap: Duration = .seconds(60)
+    /// How long a publish waits for the stream's acknowledgement before it counts as failed.
+    public static let publishAckTimeout: Duration = .seconds(5)
+    /// The longest time from a publish the stream stored (its acknowledgement lost) to the relay sending the same event
+    /// again: the stream's duplicate window must cover it, or the retry is stored twice.
+    public static var retryHorizon: Duration { max(claimTimeout, retryCap) + publishAckTimeout }
+}
+
 /// Every setting of an OMS process, read from options and environment variables and checked at start-up.
 public struct OMSSettings: Sendable {
     public var postgresURL: String
@@ -180,6 +193,22 @@ public enum OMSProcess {
             router.addHealthRoutes(checks: [postgresCheck, s3Check, HealthCheck("redis", critical: false) { try await readStore.ping() }], readiness: readiness, envelope: .successData)
             let aggregates = try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSAPIDependencies.aggregateType, operationTimeout: postgresDeadline)
             OMSAPI.addRoutes(to: router, OMSAPIDependencies(store: store, writeModel: writeModel, readStore: readStore, aggregates: aggregates, logger: logger))
+            let sessionTimeout = kafka.properties["session.timeout.ms"].flatMap { Int($0) } ?? kafka.sessionTimeoutMilliseconds ?? 45_000
+            router.addConfigurationRoute(role: .reader) {
+                let stream = AuditSubjects(prefix: settings.auditSubjectPrefix).stream
+                return [
+                    "service": "oms",
+                    "workers": ["lease_seconds": settings.lease.jsonSeconds, "heartbeat_seconds": settings.heartbeat.jsonSeconds],
+                    "publisher": ["gap_timeout_seconds": settings.gapTimeout.jsonSeconds],
+                    "topics": ["commands": .string(topics.commands), "events": .string(topics.events), "partitions_when_created": .int(settings.topicPartitions)],
+                    "kafka": ["session_timeout_ms": .int(sessionTimeout)],
+                    "outbox_relay": [
+                        "claim_timeout_seconds": OMSOutboxRelayTiming.claimTimeout.jsonSeconds, "retry_cap_seconds": OMSOutboxRelayTiming.retryCap.jsonSeconds,
+                        "publish_ack_timeout_seconds": OMSOutboxRelayTiming.publishAckTimeout.jsonSeconds, "retry_horizon_seconds": OMSOutboxRelayTiming.retryHorizon.jsonSeconds,
+                    ],
+                    "audit_stream": ["name": .string(stream.name), "duplicate_window_seconds": stream.duplicateWindow.jsonSeconds],
+                ]
+            }
         case .publisher:
             router.addHealthRoutes(checks: [postgresCheck, s3Check, kafkaCheck], readiness: readiness)
             let producer = try KafkaProducer(configuration: kafka)
@@ -201,10 +230,10 @@ public enum OMSProcess {
             let subjects = AuditSubjects(prefix: settings.auditSubjectPrefix)
             router.addHealthRoutes(checks: [postgresCheck, HealthCheck("nats") { try await nats.flush(timeout: .seconds(2)) }], readiness: readiness)
             try await nats.createOrUpdateStream(subjects.stream)
-            // A relay that dies holding rows delays them 10 s; a failed publish is retried within a minute at
-            // most, so a retry of an event the stream took after all still falls in its 2-minute duplicate window.
-            let options = OutboxRelay.Options(relayID: owner, batchSize: 200, claimTimeout: .seconds(10), idleDelay: .milliseconds(20), retryBackoff: Backoff(base: .milliseconds(500), cap: .seconds(60)))
-            services.append(try OutboxRelay(client: postgres, schema: schema, sink: try JetStreamSink(connection: nats, ackTimeout: .seconds(5)), options: options, logger: logger))
+            let options = OutboxRelay.Options(
+                relayID: owner, batchSize: 200, claimTimeout: OMSOutboxRelayTiming.claimTimeout, idleDelay: .milliseconds(20),
+                retryBackoff: Backoff(base: .milliseconds(500), cap: OMSOutboxRelayTiming.retryCap))
+            services.append(try OutboxRelay(client: postgres, schema: schema, sink: try JetStreamSink(connection: nats, ackTimeout: OMSOutboxRelayTiming.publishAckTimeout), options: options, logger: logger))
         }
 
         let prepare: @Sendable () async throws -> Void = {

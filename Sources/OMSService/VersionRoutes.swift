@@ -58,6 +58,11 @@ extension OMSAPI {
             } catch let error as ServiceError where error.status == .conflict {
                 throw ServiceError.conflict("branch_exists", "the branch '\(created.name)' exists")
             }
+            if let audit = deps.writeModel.auditTrail, let caller = context.identity {
+                await audit.recordOutsideCommand(
+                    OMSAuditTrail.branchCreated(caller, database: database, branch: created.name, fromBranch: source.name, head: source.head, requestID: context.requestID),
+                    id: OMSAuditTrail.branchEventID(database: database, branch: created.name), requestID: context.requestID)
+            }
             return Response.json(["status": "success", "data": created.json], status: .created)
         }
 

@@ -47,6 +47,10 @@ public struct JetStreamConsumerInfo: Sendable, Equatable {
     public var redelivered: Int
     /// The highest stream sequence acknowledged with everything before it.
     public var ackFloorStreamSequence: UInt64
+    /// The consumer's live settings, as the server holds them (a restarted service may have changed its own).
+    public var ackWait: Duration = .zero
+    /// nil: no limit.
+    public var maxDeliver: Int? = nil
 }
 
 /// Where a delivered message sits in its stream and how often it was delivered.
@@ -111,10 +115,16 @@ extension NATSConnection {
             }
             defer { jsConsumerInfo_Destroy(info) }
             let value = info.pointee
-            return JetStreamConsumerInfo(
+            var result = JetStreamConsumerInfo(
                 stream: String(cString: value.Stream), name: String(cString: value.Name), pending: value.NumPending,
                 ackPending: Int(value.NumAckPending), redelivered: Int(value.NumRedelivered), ackFloorStreamSequence: value.AckFloor.Stream
             )
+            if let config = value.Config?.pointee {
+                result.ackWait = .nanoseconds(config.AckWait)
+                // The server reports "no limit" as -1 (or 0 from older servers).
+                result.maxDeliver = config.MaxDeliver > 0 ? Int(config.MaxDeliver) : nil
+            }
+            return result
         }
     }
 }

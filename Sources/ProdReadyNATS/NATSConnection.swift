@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Stream settings for `NATSConnection.createOrUpdateStream`.
-public struct JetStreamStreamConfiguration: Sendable {
+public struct JetStreamStreamConfiguration: Sendable, Equatable {
     public var name: String
     public var subjects: [String]
     /// File storage survives server restarts; memory storage does not.
@@ -20,6 +20,14 @@ public struct JetStreamStreamConfiguration: Sendable {
         self.name = name
         self.subjects = subjects
     }
+}
+
+/// A stream as the server reports it.
+public struct JetStreamStreamInfo: Sendable {
+    public var configuration: JetStreamStreamConfiguration
+    public var messages: UInt64
+    public var firstSequence: UInt64
+    public var lastSequence: UInt64
 }
 
 /// A connection's state and traffic counts.
@@ -142,6 +150,36 @@ public final class NATSConnection: @unchecked Sendable {
                     throw ProdReadyError(.serverError, "creating JetStream stream '\(stream.name)' failed: \(statusText(status)) (JetStream error \(errorCode.rawValue))", retriable: status == NATS_TIMEOUT)
                 }
             }
+        }
+    }
+
+    /// A stream's live configuration and state, as the server holds them: what a configuration check compares
+    /// with the settings the publishers and consumers rely on.
+    public func streamInfo(_ name: String) async throws -> JetStreamStreamInfo {
+        guard !name.isEmpty else { throw ProdReadyError(.invalidArgument, "stream info needs a stream name") }
+        return try await executor.run { [self] in
+            let jetStream = self.jetStream
+            var info: UnsafeMutablePointer<jsStreamInfo>?
+            var errorCode = jsErrCode(0)
+            let status = js_GetStreamInfo(&info, jetStream, name, nil, &errorCode)
+            guard status == NATS_OK, let info else {
+                if errorCode == JSStreamNotFoundErr { throw ProdReadyError(.notFound, "no JetStream stream '\(name)'") }
+                throw ProdReadyError(.serverError, "stream info for '\(name)' failed: \(statusText(status)) (JetStream error \(errorCode.rawValue))", retriable: status == NATS_TIMEOUT)
+            }
+            defer { jsStreamInfo_Destroy(info) }
+            guard let config = info.pointee.Config?.pointee else {
+                throw ProdReadyError(.protocolError, "stream info for '\(name)' came without its configuration")
+            }
+            let subjects = (0..<Int(config.SubjectsLen)).compactMap { index in config.Subjects?[index].map { String(cString: $0) } }
+            var configuration = JetStreamStreamConfiguration(name: config.Name.map { String(cString: $0) } ?? name, subjects: subjects)
+            configuration.fileStorage = config.Storage == js_FileStorage
+            configuration.duplicateWindow = .nanoseconds(config.Duplicates)
+            // 0 (or -1 for the counts) is the server's "unlimited".
+            configuration.maxAge = config.MaxAge > 0 ? .nanoseconds(config.MaxAge) : nil
+            configuration.maxBytes = config.MaxBytes > 0 ? config.MaxBytes : nil
+            configuration.maxMessages = config.MaxMsgs > 0 ? config.MaxMsgs : nil
+            let state = info.pointee.State
+            return JetStreamStreamInfo(configuration: configuration, messages: state.Msgs, firstSequence: state.FirstSeq, lastSequence: state.LastSeq)
         }
     }
 

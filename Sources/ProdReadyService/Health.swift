@@ -107,3 +107,20 @@ struct HealthTimeout: Error, CustomStringConvertible {
     var timeout: Duration
     var description: String { "no answer within \(timeout)" }
 }
+
+extension ServiceRouter {
+    /// `GET /api/v1/system/config`: the settings the service's design relies on, as the running process holds them
+    /// (never secrets), so a configuration check compares live values instead of what a deployment file says.
+    public func addConfigurationRoute(role: ServiceRole, _ document: @escaping @Sendable () async -> JSONValue) {
+        add(.get, "/api/v1/system/config", summary: "The running process's effective settings (no secrets), for configuration checks", role: role, responses: [200: "the settings"]) { _, _ in
+            Response.json(await document())
+        }
+    }
+}
+
+extension Duration {
+    /// Seconds as a JSON number, for configuration documents.
+    public var jsonSeconds: JSONValue {
+        .double(Double(components.seconds) + Double(components.attoseconds) / 1e18)
+    }
+}

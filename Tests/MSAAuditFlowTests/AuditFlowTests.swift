@@ -44,7 +44,7 @@ func counter(_ name: String, _ deployment: AuditFlowDeployment) async throws -> 
 
 @Suite("MSA audit flow: OMS → outbox → JetStream → audit service → audit API, real processes", .requires(.postgres, .kafka, .redis, .s3, .nats))
 struct AuditFlowTests {
-    @Test("a database created over HTTP is on the stream (our own consumer sees it, stream AUDIT…, sequence > 0), in audit_events, and served by the audit API",
+    @Test("a database created over HTTP is on the stream (our own consumer sees it, stream AUDIT…, sequence > 0), in audit_events, and served by the audit API; a branch created is audited too",
           .readsStores(of: "AUDIT_BASE_URL", through: ["POSTGRES_URL", "NATS_URL"], because: "reads the stream and the audit table"))
     func completeFlow() async throws {
         try await withAuditFlowDeployment { flow in
@@ -80,6 +80,17 @@ struct AuditFlowTests {
             let served = try await audit.get("/api/v1/audit/events/\(eventID)")
             #expect(served.status == 200 && served.data?["event_type"] == "schema.database.created" && served.data?["target_resource_id"] == .string(database), "\(served)")
             #expect(served.data?["causation_id"] == accepted["command_id"], "the command caused it")
+
+            // A branch is not a command (a create-only object in S3) and is audited all the same.
+            let branched = try await oms.post("/api/v1/branch/\(database)/create", ["branch_name": "audited"])
+            try #require(branched.status == 201, "\(branched)")
+            let branchEvent = OMSAuditTrail.branchEventID(database: database, branch: "audited")
+            let branchServed: ServiceResponse = try await eventually("audit event \(branchEvent) of the branch", timeout: .seconds(30)) {
+                let answer = try await audit.get("/api/v1/audit/events/\(branchEvent)")
+                return answer.status == 200 ? .done(answer) : .pending("answered \(answer.status)")
+            }
+            #expect(branchServed.data?["event_type"] == "version.branch.created" && branchServed.data?["target_resource_id"] == .string("\(database)/audited")
+                && branchServed.data?["target_branch"] == "audited" && branchServed.data?["actor_id"] == "prodready-tests", "\(branchServed)")
         }
     }
 
@@ -240,7 +251,7 @@ struct AuditFlowTests {
             let reader = try await flow.audit.token(roles: ["reader"], tenant: tenant)
             let auditor = try await flow.audit.token(roles: ["auditor"], tenant: tenant)
             let routes: [(String, String, JSONValue?)] = [
-                ("GET", "/api/v1/audit/events", nil), ("GET", "/api/v1/audit/events/x", nil), ("GET", "/api/v1/audit/stats", nil),
+                ("GET", "/api/v1/system/config", nil), ("GET", "/api/v1/audit/events", nil), ("GET", "/api/v1/audit/events/x", nil), ("GET", "/api/v1/audit/stats", nil),
                 ("POST", "/api/v1/audit/reports", ["type": "activity"]), ("GET", "/api/v1/audit/reports/x", nil), ("GET", "/api/v1/audit/retention-policies", nil),
                 ("PUT", "/api/v1/audit/retention-policies", ["policies": [["event_type_pattern": "x", "retention_days": 1]]]), ("POST", "/api/v1/audit/retention/run", nil),
             ]
@@ -309,6 +320,41 @@ struct AuditFlowTests {
             let run = try await admin.post("/api/v1/audit/retention/run", [:])
             #expect(run.status == 200 && run.data?["by_event_type"] == ["temp.old": 1, "other.ancient": 1], "\(run)")
             #expect(eventTypes(try await listedEvents(audit)) == ["other.old", "schema.old", "temp.recent"])
+        }
+    }
+
+    @Test("configuration invariants, read live: the stream's duplicate window covers the relay's retry horizon and matches what both services create it with; the consumer's ack wait on the server is the configured one, below the window and above the longest batch; a worker lease is three heartbeats",
+          .usesAPI(of: "AUDIT_BASE_URL"))
+    func configurationInvariants() async throws {
+        try await withAuditFlowDeployment { flow in
+            let tenant = uniqueName("tenant")
+            // One event through the whole path first, so the audit service has stored (and timed) a batch.
+            let oms = try await flow.oms.client(tenant: tenant)
+            let database = uniqueName("configured_db")
+            let accepted = try await completed(oms, "POST", "/api/v1/database/create", ["name": .string(database)])
+            let eventID = OMSAuditTrail.eventID(commandID: try #require(accepted["command_id"]?.stringValue), aggregateID: database)
+            let audit = try await flow.audit.client(roles: ["auditor"], tenant: tenant)
+            try await eventually("audit event \(eventID) served", timeout: .seconds(30)) {
+                try await audit.get("/api/v1/audit/events/\(eventID)").status == 200 ? .done(()) : .pending("not stored yet")
+            }
+
+            let omsConfig = try await oms.get("/api/v1/system/config")
+            let auditConfig = try await audit.get("/api/v1/system/config")
+            try #require(omsConfig.status == 200 && auditConfig.status == 200, "OMS: \(omsConfig)\naudit: \(auditConfig)")
+            let nats = try await NATSConnection(url: try #require(flow.endpoints.natsURL))
+            let stream = try await nats.streamInfo(flow.isolation.subjects.streamName)
+            let durable = try #require(auditConfig.body?["consumer"]?["durable"]?.stringValue, "\(auditConfig)")
+            let consumer = try await nats.consumerInfo(stream: flow.isolation.subjects.streamName, consumer: durable)
+            #expect(stream.configuration.subjects == [flow.isolation.subjects.wildcard], "the stream takes exactly the deployment's audit subjects")
+            #expect(stream.configuration.fileStorage, "the audit stream must survive a NATS restart")
+
+            let settings = try AuditFlowLiveSettings(
+                oms: try #require(omsConfig.body), audit: try #require(auditConfig.body),
+                streamDuplicateWindow: stream.configuration.duplicateWindow, consumerAckWait: consumer.ackWait)
+            let invariants = settings.invariants
+            for invariant in invariants { print("configuration: \(invariant)") }
+            #expect(invariants.violations.isEmpty, "\(invariants.violations.joined(separator: "\n"))")
+            #expect(settings.longestBatchSilence > .zero, "a batch was stored, so its silence was measured")
         }
     }
 

@@ -13,7 +13,7 @@ let omsRoutes: Set<String> = [
     "DELETE /api/v1/instances/{db}/async/{class}/{id}/delete", "GET /api/v1/instance/{db}/class/{class}/count",
     "GET /api/v1/instance/{db}/class/{class}/{id}", "GET /api/v1/commands/{command_id}/status", "GET /api/v1/graph/{db}",
     "GET /api/v1/branch/{db}/list", "POST /api/v1/branch/{db}/create", "GET /api/v1/branch/{db}/branch/{branch}/info",
-    "GET /api/v1/version/{db}/history", "GET /api/v1/version/{db}/diff",
+    "GET /api/v1/version/{db}/history", "GET /api/v1/version/{db}/diff", "GET /api/v1/system/config",
 ]
 
 @Suite("OMS HTTP contract: bad input is a 4xx with the error body, the OpenAPI document is complete, tokens and roles, graceful SIGTERM", .requires(.postgres, .kafka, .redis, .s3))
