@@ -20,6 +20,8 @@ public struct AuditSettings: Sendable {
     public var ackWait: Duration
     public var maxDeliver: Int?
     public var batchSize: Int
+    /// Batches fetched and stored at once.
+    public var parallelBatches: Int
     public var retentionInterval: Duration
     public var host: String
     public var port: Int
@@ -36,6 +38,7 @@ public struct AuditSettings: Sendable {
         let ackWait = reader.seconds(value("--ack-wait-seconds"), flag: "--ack-wait-seconds", env: "AUDIT_ACK_WAIT_SECONDS", default: 30, range: 1...600)
         let maxDeliver = reader.integer(value("--max-deliver"), flag: "--max-deliver", env: "AUDIT_MAX_DELIVER", default: 0, range: 0...1_000_000, expected: "0 (no limit) or a positive count")
         let batch = reader.integer(value("--batch-size"), flag: "--batch-size", env: "AUDIT_BATCH_SIZE", default: 200, range: 1...5_000, expected: "1 to 5,000")
+        let parallel = reader.integer(value("--parallel-batches"), flag: "--parallel-batches", env: "AUDIT_PARALLEL_BATCHES", default: 3, range: 1...32, expected: "1 to 32")
         let retention = reader.seconds(value("--retention-interval-seconds"), flag: "--retention-interval-seconds", env: "AUDIT_RETENTION_INTERVAL_SECONDS", default: 3600, range: 1...604_800)
         let host = reader.text(value("--host"), flag: "--host", env: "AUDIT_HOST", default: "127.0.0.1", expected: "an address to bind")
         let port = reader.integer(value("--port"), flag: "--port", env: "AUDIT_PORT", default: 0, range: 0...65535, expected: "a TCP port")
@@ -47,7 +50,7 @@ public struct AuditSettings: Sendable {
         try reader.finish()
         return AuditSettings(
             postgresURL: url, schema: schema, natsURL: nats, subjectPrefix: prefix, durable: durable, ackWait: ackWait, maxDeliver: maxDeliver == 0 ? nil : maxDeliver,
-            batchSize: batch, retentionInterval: retention, host: host, port: port, jwtSecret: secret)
+            batchSize: batch, parallelBatches: parallel, retentionInterval: retention, host: host, port: port, jwtSecret: secret)
     }
 }
 
@@ -64,7 +67,7 @@ public enum AuditProcess {
         let readiness = Readiness(waitingFor: ["migrations", AuditConsumer.joinedCondition])
         let metrics = HTTPMetrics()
         let router = ServiceRouter(title: name, authority: try await TokenAuthority(secret: settings.jwtSecret), metrics: metrics, logger: logger)
-        let consumerSettings = AuditConsumer.Settings(subjects: subjects, durable: settings.durable, ackWait: settings.ackWait, maxDeliver: settings.maxDeliver, batchSize: settings.batchSize)
+        let consumerSettings = AuditConsumer.Settings(subjects: subjects, durable: settings.durable, ackWait: settings.ackWait, maxDeliver: settings.maxDeliver, batchSize: settings.batchSize, parallelBatches: settings.parallelBatches)
         router.addHealthRoutes(checks: [
             HealthCheck("postgres") { _ = try await queryRows(postgres, "SELECT 1", deadline: .seconds(2), doing: "health check", logger: logger) },
             // Without NATS the service still answers queries: degraded, not unhealthy; ingestion resumes by itself.

@@ -205,6 +205,9 @@ struct ServeAuditCommand: AsyncParsableCommand {
     @Option(name: .customLong("batch-size"), help: "Events fetched and stored per transaction, 1 to 5,000 (default 200). Env: AUDIT_BATCH_SIZE.")
     var batchSize: String?
 
+    @Option(name: .customLong("parallel-batches"), help: "Batches fetched and stored at once, 1 to 32 (default 3). Env: AUDIT_PARALLEL_BATCHES.")
+    var parallelBatches: String?
+
     @Option(name: .customLong("retention-interval-seconds"), help: "How often the retention job runs (default 3600). Env: AUDIT_RETENTION_INTERVAL_SECONDS.")
     var retentionIntervalSeconds: String?
 
@@ -219,7 +222,7 @@ struct ServeAuditCommand: AsyncParsableCommand {
     var optionValues: [String: String] {
         let values: [String: String?] = [
             "--postgres-url": postgresURL, "--schema": schema, "--nats-url": natsURL, "--subject-prefix": subjectPrefix, "--durable": durable,
-            "--ack-wait-seconds": ackWaitSeconds, "--max-deliver": maxDeliver, "--batch-size": batchSize,
+            "--ack-wait-seconds": ackWaitSeconds, "--max-deliver": maxDeliver, "--batch-size": batchSize, "--parallel-batches": parallelBatches,
             "--retention-interval-seconds": retentionIntervalSeconds, "--host": host, "--port": port,
         ]
         return values.compactMapValues { $0 }

@@ -132,7 +132,7 @@ struct AuditResilienceTests {
     @Test("the audit service SIGKILLed mid-batch and the outbox relay SIGKILLed mid-batch: after each restart no acknowledged write is lost and none is stored twice",
           .ownDeployment("AUDIT_BASE_URL", because: "SIGKILLs its processes"))
     func processesKilled() async throws {
-        try await withAuditFlowDeployment { flow in
+        try await withPrivateAuditFlow { flow, _ in
             let workload = AuditedCreates()
             let oms = try await flow.oms.client(tenant: workload.tenant)
             try await workload.prepare(oms)
