@@ -57,16 +57,17 @@ func lowerPriority(of stack: NativeStack, _ components: [Component]) async {
 }
 
 /// Runs `body` with an OMS chaos target of its own: a private stack (postgres, kafka, redis, s3), the OMS's four
-/// processes on it, clients for its stores, and a control that may stop, kill and pause any of it.
+/// processes on it (and `replicas`, such as a second instance worker), clients for its stores, and a control that may stop, kill and pause any of it.
 public func withOMSChaosTarget<Result: Sendable>(
     label: String,
     extraEnvironment: [String: String] = [:],
+    replicas: [String] = [],
     _ body: (OMSChaosTarget) async throws -> Result
 ) async throws -> Result {
     try await withPrivateStack([.postgres, .kafka, .redis, .s3], label: label) { stack in
         await lowerPriority(of: stack, [.postgres, .kafka, .redis, .s3])
         let endpoints = await stack.endpoints
-        return try await withOMSDeployment(endpoints: endpoints, extraEnvironment: extraEnvironment) { deployment, isolation in
+        return try await withOMSDeployment(endpoints: endpoints, extraEnvironment: extraEnvironment, processes: OMSProcessName.all + replicas) { deployment, isolation in
             guard let s3Endpoint = endpoints.s3, let redisURL = endpoints.redisURL, let postgresURL = endpoints.postgresURL, let kafka = endpoints.kafkaBootstrapServers else {
                 throw ProdReadyError(.configuration, "the private stack of \(label) lacks one of postgres, kafka, redis, s3")
             }

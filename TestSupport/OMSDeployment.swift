@@ -50,6 +50,7 @@ public struct OMSIsolation: Sendable {
 public func withOMSDeployment<Result: Sendable>(
     endpoints: StackEndpoints? = nil,
     extraEnvironment: [String: String] = [:],
+    processes: [String] = OMSProcessName.all,
     _ body: (ServiceDeployment, OMSIsolation) async throws -> Result
 ) async throws -> Result {
     let endpoints = try await { () async throws -> StackEndpoints in
@@ -60,7 +61,7 @@ public func withOMSDeployment<Result: Sendable>(
     let external = environment["OMS_BASE_URL"].map { !$0.isEmpty } ?? false
     let isolation = external ? OMSIsolation(externalDeploymentEnvironment: environment) : OMSIsolation()
     let plan = ServiceDeploymentPlan(
-        service: "oms", baseURLVariable: "OMS_BASE_URL", processes: OMSProcessName.all, apiProcess: OMSProcessName.api,
+        service: "oms", baseURLVariable: "OMS_BASE_URL", processes: processes, apiProcess: OMSProcessName.api,
         environment: isolation.environment.merging(extraEnvironment) { $1 })
     return try await runThenCleanUp({
         try await withServiceDeployment(plan, endpoints: endpoints) { try await body($0, isolation) }

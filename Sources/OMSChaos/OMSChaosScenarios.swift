@@ -39,6 +39,8 @@ public enum OMSProcesses {
     public static let instanceWorker = "oms-instance-worker"
     public static let projectionWorker = "oms-projection-worker"
     public static let all = [api, publisher, instanceWorker, projectionWorker]
+    /// A second instance worker in the same consumer group (`prodready serve oms-instance-worker@2`).
+    public static let instanceWorkerReplica = "oms-instance-worker@2"
 }
 
 /// SPEC-oms item 3, chaos-lite: one fault each, with commands flowing before, during and after it, then every
@@ -53,6 +55,7 @@ public enum OMSChaosScenario: String, Sendable, CaseIterable {
     case instanceWorkerAfterClaim = "instance-worker-after-claim"
     case instanceWorkerPaused = "instance-worker-paused"
     case projectionWorkerPaused = "projection-worker-paused"
+    case instanceWorkerTakeover = "instance-worker-takeover"
 
     /// The fault and its hold. Kafka is held past the 5 s within which nothing may complete; pauses past the
     /// workers' 5 s lease.
@@ -67,7 +70,15 @@ public enum OMSChaosScenario: String, Sendable, CaseIterable {
         case .instanceWorkerAfterClaim: Fault(.crashPoint(process: OMSProcesses.instanceWorker, point: "after_claim"), hold: .seconds(1))
         case .instanceWorkerPaused: Fault(.pauseProcess(OMSProcesses.instanceWorker), hold: .seconds(7))
         case .projectionWorkerPaused: Fault(.pauseProcess(OMSProcesses.projectionWorker), hold: .seconds(7))
+        // Past the group's 3 s session (the broker hands the paused worker's partitions to the replica) and the 5 s
+        // lease (the replica may reclaim what the paused one held), with time left for the replica to work.
+        case .instanceWorkerTakeover: Fault(.pauseProcess(OMSProcesses.instanceWorker), hold: .seconds(9))
         }
+    }
+
+    /// Processes the scenario needs besides the OMS's four.
+    public var replicas: [String] {
+        self == .instanceWorkerTakeover ? [OMSProcesses.instanceWorkerReplica] : []
     }
 }
 
@@ -332,6 +343,18 @@ extension OMSChaosScenario {
                 return ["a create with \(dependency) down answered \(answer.status) (Retry-After: \(answer.header("Retry-After") ?? "none")), not 503 with Retry-After"]
             }
             return []
+        case .instanceWorkerTakeover:
+            // Creates sent 0.5–2.5 s into the pause land on all twelve partitions, about half of them the paused
+            // worker's: each must complete before it resumes, which only the replica taking those over can do.
+            try await clock.sleep(until: began + fault.hold - .milliseconds(500))
+            let early = workload.acknowledged(sentFrom: began + .milliseconds(500), to: began + .milliseconds(2_500))
+            if early.count < 4 { return ["only \(early.count) creates were acknowledged 0.5–2.5 s into the pause; too few to show a takeover"] }
+            var waiting: [String] = []
+            for (instance, command) in early.sorted(by: { $0.key < $1.key }) {
+                let status = try await target.oms.get("/api/v1/commands/\(command)/status").data?["status"]?.stringValue
+                if status != "COMPLETED" { waiting.append("\(instance) (command \(command)) \(status ?? "unknown")") }
+            }
+            return waiting.isEmpty ? [] : ["\(waiting.count) of \(early.count) creates sent early in the pause were not COMPLETED before the paused worker resumed (no takeover by \(OMSProcesses.instanceWorkerReplica)): \(waiting.prefix(5).joined(separator: "; "))"]
         default:
             return []
         }

@@ -66,9 +66,27 @@ struct ChaosCommand: AsyncParsableCommand {
             // Before anything runs, so an interrupted run can still be replayed.
             print(OMSSoak.schedule(seconds: soakSeconds, seed: seed))
         }
-        let outcomes: [OMSChaosOutcome]
+        var outcomes: [OMSChaosOutcome] = []
         do {
-            outcomes = try await withPrivateOMSDeployment(home: home, label: "chaos") { deployment in
+            // Scenarios that need a replica (a second instance worker) get a deployment of their own; the others
+            // share one, as before.
+            let chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
+            let groups: [[String]: [OMSChaosScenario]] = mode == .lite ? Dictionary(grouping: chosen, by: \.replicas) : [[]: []]
+            for replicas in groups.keys.sorted(by: { $0.count < $1.count }) {
+                outcomes += try await run(mode: mode, scenarios: groups[replicas] ?? [], replicas: replicas, home: home, seed: seed)
+            }
+        } catch {
+            throw fail(error)
+        }
+        let failed = outcomes.filter { !$0.summary.passed }
+        print("\(outcomes.count - failed.count) of \(outcomes.count) scenarios converged cleanly")
+        if !failed.isEmpty { throw ExitCode(1) }
+    }
+
+    /// One private deployment (with `replicas` besides the OMS's four processes) and `scenarios` on it, or the
+    /// out-of-order case or the soak.
+    private func run(mode: Mode, scenarios chosen: [OMSChaosScenario], replicas: [String], home: String, seed: UInt64) async throws -> [OMSChaosOutcome] {
+            try await withPrivateOMSDeployment(home: home, label: "chaos", replicas: replicas) { deployment in
                 let endpoints = deployment.endpoints
                 guard let s3Endpoint = endpoints.s3, let redisURL = endpoints.redisURL, let postgresURL = endpoints.postgresURL, let kafka = endpoints.kafkaBootstrapServers else {
                     throw ProdReadyError(.processFailed, "a component of the private stack did not report its address")
@@ -83,7 +101,6 @@ struct ChaosCommand: AsyncParsableCommand {
                     let target = OMSChaosTarget(oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: "instance_commands", instanceWorkerGroup: "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
                     switch mode {
                     case .lite:
-                        let chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
                         var results: [OMSChaosOutcome] = []
                         for each in chosen { results.append(try await each.run(on: target, rate: rate)) }
                         return results
@@ -94,12 +111,6 @@ struct ChaosCommand: AsyncParsableCommand {
                     }
                 }
             }
-        } catch {
-            throw fail(error)
-        }
-        let failed = outcomes.filter { !$0.summary.passed }
-        print("\(outcomes.count - failed.count) of \(outcomes.count) scenarios converged cleanly")
-        if !failed.isEmpty { throw ExitCode(1) }
     }
 }
 

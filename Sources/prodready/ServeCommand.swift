@@ -32,7 +32,7 @@ struct ServeOMSCommand: AsyncParsableCommand {
         """
     )
 
-    @Argument(help: "The process to run: \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", ")).")
+    @Argument(help: "The process to run: \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", ")); <process>@<n> runs a replica under a name of its own.")
     var process: String
 
     @Option(name: .customLong("postgres-url"), help: "postgresql://user:password@host:port/database. Env: POSTGRES_URL.")
@@ -100,9 +100,17 @@ struct ServeOMSCommand: AsyncParsableCommand {
 
     @OptionGroup var common: CommonOptions
 
+    /// `oms-instance-worker@2` is a second instance worker: the same process, a name of its own, so a deployment
+    /// (and a chaos scenario) can tell replicas apart.
+    var kind: OMSProcessKind? {
+        let parts = process.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false)
+        guard parts.count == 1 || (parts.count == 2 && !parts[1].isEmpty && parts[1].allSatisfy(\.isNumber)) else { return nil }
+        return OMSProcessKind(rawValue: String(parts[0]))
+    }
+
     func validate() throws {
-        guard OMSProcessKind(rawValue: process) != nil else {
-            throw ValidationError("unknown process '\(process)'; one of \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", "))")
+        guard kind != nil else {
+            throw ValidationError("unknown process '\(process)'; one of \(OMSProcessKind.allCases.map(\.rawValue).joined(separator: ", ")), each optionally with @<n> for a replica")
         }
     }
 
@@ -134,8 +142,9 @@ struct ServeOMSCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let kind = OMSProcessKind(rawValue: process)!
-        try await serveProcess(kind.rawValue, crashPoints: kind.crashPoints, settings: { try OMSSettings.read(options: optionValues, home: common.resolvedHome, process: kind) }) {
+        let kind = self.kind!
+        // A replica answers to its own name for crash points: CHAOS_CRASH_POINT=oms-instance-worker:… leaves @2 alone.
+        try await serveProcess(process, crashPoints: kind.crashPoints, settings: { try OMSSettings.read(options: optionValues, home: common.resolvedHome, process: kind) }) {
             try await OMSProcess.run(kind, settings: $0, crashPoints: $1, logger: $2)
         }
     }

@@ -180,7 +180,9 @@ struct PrivateOMSDeployment {
 
 /// A private stack with the OMS, and with `audit` its outbox relay and the audit service too, for `body`; all of it
 /// torn down afterwards.
-func withPrivateOMSDeployment<Result>(home: String, label: String, audit: Bool = false, _ body: (PrivateOMSDeployment) async throws -> Result) async throws -> Result {
+func withPrivateOMSDeployment<Result>(
+    home: String, label: String, audit: Bool = false, replicas: [String] = [], _ body: (PrivateOMSDeployment) async throws -> Result
+) async throws -> Result {
     let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: label), home: home, owned: true)
     let guardDirectory = "\(home)/deployments/\(UUID().uuidString.prefix(8).lowercased())-\(label)"
     let services = StackServices(stackDirectory: await stack.directory)
@@ -196,8 +198,14 @@ func withPrivateOMSDeployment<Result>(home: String, label: String, audit: Bool =
         try await stack.ensure(components)
         try OwnedProcessDirectory.watch(guardDirectory)
         let endpoints = await stack.endpoints
+        // Replicas (`oms-instance-worker@2`) join the OMS's processes.
+        let catalog = try ServiceCatalog.parse(audit ? "oms,audit" : "oms").map { entry in
+            var entry = entry
+            if entry.name == "oms" { entry.processes += replicas }
+            return entry
+        }
         let urls = try await startServices(
-            try ServiceCatalog.parse(audit ? "oms,audit" : "oms"), stackDirectory: await stack.directory, home: home, endpoints: endpoints, guardDirectory: guardDirectory)
+            catalog, stackDirectory: await stack.directory, home: home, endpoints: endpoints, guardDirectory: guardDirectory)
         guard let baseURL = urls.first(where: { $0.0 == "OMS_BASE_URL" })?.1 else { throw ProdReadyError(.processFailed, "the OMS did not report its URL") }
         result = try await body(PrivateOMSDeployment(
             stack: stack, services: services, endpoints: endpoints, baseURL: baseURL, guardDirectory: guardDirectory, home: home,
