@@ -86,31 +86,31 @@ struct ChaosCommand: AsyncParsableCommand {
     /// One private deployment (with `replicas` besides the OMS's four processes) and `scenarios` on it, or the
     /// out-of-order case or the soak.
     private func run(mode: Mode, scenarios chosen: [OMSChaosScenario], replicas: [String], home: String, seed: UInt64) async throws -> [OMSChaosOutcome] {
-            try await withPrivateOMSDeployment(home: home, label: "chaos", replicas: replicas) { deployment in
-                let endpoints = deployment.endpoints
-                guard let s3Endpoint = endpoints.s3, let redisURL = endpoints.redisURL, let postgresURL = endpoints.postgresURL, let kafka = endpoints.kafkaBootstrapServers else {
-                    throw ProdReadyError(.processFailed, "a component of the private stack did not report its address")
-                }
-                let oms = try await deployment.client(tenant: "chaos")
-                let s3 = S3Client(configuration: try S3Configuration(endpoint: s3Endpoint.url, accessKey: s3Endpoint.accessKey, secretKey: s3Endpoint.secretKey, region: s3Endpoint.region))
-                let redis = try RedisClient(url: redisURL)
-                let control = StackChaosControl(stack: deployment.stack, services: deployment.services, guardDirectory: deployment.guardDirectory)
-                return try await withPostgresClient(postgresURL) { postgres in
-                    // The defaults of `prodready serve`: schema oms, bucket oms-events, Redis prefix oms:, no topic prefix.
-                    let stores = OMSStores(s3: s3, bucket: "oms-events", redis: redis, redisPrefix: "oms:", postgres: postgres, schema: "oms")
-                    let target = OMSChaosTarget(oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: "instance_commands", instanceWorkerGroup: "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
-                    switch mode {
-                    case .lite:
-                        var results: [OMSChaosOutcome] = []
-                        for each in chosen { results.append(try await each.run(on: target, rate: rate)) }
-                        return results
-                    case .outOfOrder:
-                        return [try await OMSOutOfOrder.run(on: target)]
-                    case .soak:
-                        return try await OMSSoak.run(on: target, seconds: soakSeconds, seed: seed, rate: rate)
-                    }
+        try await withPrivateOMSDeployment(home: home, label: "chaos", replicas: replicas) { deployment in
+            let endpoints = deployment.endpoints
+            guard let s3Endpoint = endpoints.s3, let redisURL = endpoints.redisURL, let postgresURL = endpoints.postgresURL, let kafka = endpoints.kafkaBootstrapServers else {
+                throw ProdReadyError(.processFailed, "a component of the private stack did not report its address")
+            }
+            let oms = try await deployment.client(tenant: "chaos")
+            let s3 = S3Client(configuration: try S3Configuration(endpoint: s3Endpoint.url, accessKey: s3Endpoint.accessKey, secretKey: s3Endpoint.secretKey, region: s3Endpoint.region))
+            let redis = try RedisClient(url: redisURL)
+            let control = StackChaosControl(stack: deployment.stack, services: deployment.services, guardDirectory: deployment.guardDirectory)
+            return try await withPostgresClient(postgresURL) { postgres in
+                // The defaults of `prodready serve`: schema oms, bucket oms-events, Redis prefix oms:, no topic prefix.
+                let stores = OMSStores(s3: s3, bucket: "oms-events", redis: redis, redisPrefix: "oms:", postgres: postgres, schema: "oms")
+                let target = OMSChaosTarget(oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: "instance_commands", instanceWorkerGroup: "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
+                switch mode {
+                case .lite:
+                    var results: [OMSChaosOutcome] = []
+                    for each in chosen { results.append(try await each.run(on: target, rate: rate)) }
+                    return results
+                case .outOfOrder:
+                    return [try await OMSOutOfOrder.run(on: target)]
+                case .soak:
+                    return try await OMSSoak.run(on: target, seconds: soakSeconds, seed: seed, rate: rate)
                 }
             }
+        }
     }
 }
 
