@@ -27,15 +27,19 @@ public struct ConfigurationInvariant: Sendable, Equatable, CustomStringConvertib
     }
 
     public static func atLeast<Value>(_ rule: String, _ left: Setting<Value>, _ right: Setting<Value>) -> ConfigurationInvariant {
-        ConfigurationInvariant(rule: rule, holds: left.value >= right.value, values: "\(left.name) = \(show(left.value)), \(right.name) = \(show(right.value))")
+        comparing(rule, left, right, holds: left.value >= right.value)
     }
 
     public static func below<Value>(_ rule: String, _ left: Setting<Value>, _ right: Setting<Value>) -> ConfigurationInvariant {
-        ConfigurationInvariant(rule: rule, holds: left.value < right.value, values: "\(left.name) = \(show(left.value)), \(right.name) = \(show(right.value))")
+        comparing(rule, left, right, holds: left.value < right.value)
     }
 
     public static func equal<Value>(_ rule: String, _ left: Setting<Value>, _ right: Setting<Value>) -> ConfigurationInvariant {
-        ConfigurationInvariant(rule: rule, holds: left.value == right.value, values: "\(left.name) = \(show(left.value)), \(right.name) = \(show(right.value))")
+        comparing(rule, left, right, holds: left.value == right.value)
+    }
+
+    static func comparing<Value>(_ rule: String, _ left: Setting<Value>, _ right: Setting<Value>, holds: Bool) -> ConfigurationInvariant {
+        ConfigurationInvariant(rule: rule, holds: holds, values: "\(left.name) = \(show(left.value)), \(right.name) = \(show(right.value))")
     }
 
     static func show<Value>(_ value: Value) -> String {
