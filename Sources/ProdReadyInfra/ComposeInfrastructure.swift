@@ -67,7 +67,8 @@ public struct ComposeInfrastructure: Infrastructure {
         return readTextFile(logPath) ?? ""
     }
 
-    private func compose(_ arguments: [String], logPath: String? = nil) async throws {
+    /// Runs `docker compose -p <project> -f <file> <arguments>` to completion.
+    public func compose(_ arguments: [String], logPath: String? = nil) async throws {
         guard let docker = findInPath("docker") else {
             throw ProdReadyError(.missingBinary, "docker not found: the compose provider needs Docker with the compose plugin")
         }

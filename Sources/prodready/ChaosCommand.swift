@@ -13,7 +13,7 @@ import Glibc
 #endif
 
 /// `prodready chaos lite|out-of-order|soak`: the OMSSmoke suite's chaos scenarios from a terminal, on a private
-/// embedded stack with the OMS's four processes.
+/// embedded stack with the OMS's four processes, or (`--target external`) on the user's deployment through compose.
 struct ChaosCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chaos",
@@ -33,6 +33,15 @@ struct ChaosCommand: AsyncParsableCommand {
         soak: faults drawn from --soak-seed (else PRODREADY_SEED, else random; printed first) for --soak-seconds, \
         each held 2 s, commands flowing throughout. The seed's runner flags map as --chaos-out-of-order → \
         out-of-order and --chaos-soak --soak-seconds 600 --soak-seed 123 → soak --soak-seconds 600 --soak-seed 123.
+
+        --target external runs the same scenarios against your OMS deployment instead: OMS_BASE_URL, \
+        PRODREADY_JWT_SECRET, the stores' variables (POSTGRES_URL, KAFKA_BOOTSTRAP_SERVERS, REDIS_URL, \
+        MINIO_ENDPOINT_URL or S3_ENDPOINT_URL with S3_ACCESS_KEY and S3_SECRET_KEY) and where it keeps its data \
+        (OMS_SCHEMA, OMS_BUCKET, OMS_REDIS_PREFIX, OMS_TOPIC_PREFIX, OMS_GROUP_PREFIX, if not the defaults). Its \
+        components and the OMS's processes are stopped, killed, paused and started with docker compose on \
+        --compose-file, by service name (--compose-service NAME=SERVICE where yours differ). It needs \
+        PRODREADY_ALLOW_DESTRUCTIVE=1. Scenarios that arm a crash point for one launch or need a second instance \
+        worker are skipped there, each with the reason.
         """
     )
 
@@ -48,7 +57,18 @@ struct ChaosCommand: AsyncParsableCommand {
     @Option(help: "How long the soak runs, in seconds.") var soakSeconds: Int = 300
     @Option(help: "The soak's seed (default: PRODREADY_SEED, else random).") var soakSeed: UInt64?
     @Option(help: "Creates per second while faults come and go.") var rate: Int = 8
+    @Option(help: "embedded: a private stack and OMS of its own (default); external: the OMS deployment of OMS_BASE_URL and the variables, its components and processes controlled through docker compose (needs PRODREADY_ALLOW_DESTRUCTIVE=1).")
+    var target: Target = .embedded
+    @Option(help: "With --target external: the compose file that runs the deployment.") var composeFile: String?
+    @Option(help: "With --target external: the compose project (default: the compose file's directory name, as docker compose has it).") var composeProject: String?
+    @Option(help: "With --target external: a compose service name that differs from ours, NAME=SERVICE (repeatable); NAME is postgres, kafka, redis, s3 or an OMS process (default: minio for s3, the process names).")
+    var composeService: [String] = []
     @OptionGroup var options: CommonOptions
+
+    enum Target: String, ExpressibleByArgument, CaseIterable {
+        case embedded
+        case external
+    }
 
     func validate() throws {
         try validateRanges([("--soak-seconds", soakSeconds, 10...86_400), ("--rate", rate, 1...200)])
@@ -57,6 +77,14 @@ struct ChaosCommand: AsyncParsableCommand {
             throw ValidationError("unknown scenario '\(unknown)'; one of \(known.sorted().joined(separator: ", "))")
         }
         if !scenario.isEmpty && mode != .lite { throw ValidationError("--scenario applies to lite only") }
+        if target == .external {
+            guard composeFile != nil else { throw ValidationError("--target external needs --compose-file, the file that runs the deployment") }
+            if let bad = composeService.first(where: { $0.split(separator: "=").count != 2 }) {
+                throw ValidationError("--compose-service takes NAME=SERVICE, got '\(bad)'")
+            }
+        } else if composeFile != nil || composeProject != nil || !composeService.isEmpty {
+            throw ValidationError("--compose-file, --compose-project and --compose-service apply to --target external only")
+        }
     }
 
     func run() async throws {
@@ -68,6 +96,13 @@ struct ChaosCommand: AsyncParsableCommand {
         }
         var outcomes: [OMSChaosOutcome] = []
         do {
+            if target == .external {
+                outcomes = try await runOnExternal(seed: seed)
+                let failed = outcomes.filter { !$0.summary.passed }
+                print("\(outcomes.count - failed.count) of \(outcomes.count) scenarios converged cleanly")
+                if !failed.isEmpty { throw ExitCode(1) }
+                return
+            }
             // Scenarios that need a replica (a second instance worker) get a deployment of their own; the others
             // share one, as before.
             let chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
@@ -99,18 +134,77 @@ struct ChaosCommand: AsyncParsableCommand {
                 // The defaults of `prodready serve`: schema oms, bucket oms-events, Redis prefix oms:, no topic prefix.
                 let stores = OMSStores(s3: s3, bucket: "oms-events", redis: redis, redisPrefix: "oms:", postgres: postgres, schema: "oms")
                 let target = OMSChaosTarget(oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: "instance_commands", instanceWorkerGroup: "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
-                switch mode {
-                case .lite:
-                    var results: [OMSChaosOutcome] = []
-                    for each in chosen { results.append(try await each.run(on: target, rate: rate)) }
-                    return results
-                case .outOfOrder:
-                    return [try await OMSOutOfOrder.run(on: target)]
-                case .soak:
-                    return try await OMSSoak.run(on: target, seconds: soakSeconds, seed: seed, rate: rate)
-                }
+                return try await run(mode: mode, scenarios: chosen, on: target, seed: seed)
             }
         }
+    }
+
+    private func run(mode: Mode, scenarios chosen: [OMSChaosScenario], on target: OMSChaosTarget, seed: UInt64) async throws -> [OMSChaosOutcome] {
+        switch mode {
+        case .lite:
+            var results: [OMSChaosOutcome] = []
+            for each in chosen { results.append(try await each.run(on: target, rate: rate)) }
+            return results
+        case .outOfOrder:
+            return [try await OMSOutOfOrder.run(on: target)]
+        case .soak:
+            return try await OMSSoak.run(on: target, seconds: soakSeconds, seed: seed, rate: rate)
+        }
+    }
+
+    /// The scenarios against the user's deployment. A crash point armed for one launch and a second instance
+    /// worker cannot be arranged through compose: those scenarios are skipped, loudly, or refused when named.
+    private func runOnExternal(seed: UInt64) async throws -> [OMSChaosOutcome] {
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["PRODREADY_ALLOW_DESTRUCTIVE"] == "1" else {
+            throw ProdReadyError(.notControllable, "--target external stops and kills parts of your deployment; set PRODREADY_ALLOW_DESTRUCTIVE=1 to allow it")
+        }
+        let deployment = try ExternalChaosDeployment.read(environment)
+        guard let composeFile, let postgresURL = deployment.endpoints.postgresURL, let s3Endpoint = deployment.endpoints.s3, let redisURL = deployment.endpoints.redisURL,
+              let kafka = deployment.endpoints.kafkaBootstrapServers else {
+            throw ProdReadyError(.configuration, "--target external: the deployment's variables are incomplete")
+        }
+        var chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
+        if mode == .lite {
+            let impossible = chosen.filter { !$0.replicas.isEmpty || $0.armsCrashPoint }
+            if let named = impossible.first(where: { scenario.contains($0.rawValue) }) {
+                throw ProdReadyError(.notControllable, "scenario \(named.rawValue) cannot run on an external deployment: \(named.externalObstacle)")
+            }
+            for each in impossible { print("⚠️  skipped \(each.rawValue) on the external deployment: \(each.externalObstacle)") }
+            chosen.removeAll { impossible.contains($0) }
+        }
+        let projectName = composeProject ?? URL(fileURLWithPath: composeFile).deletingLastPathComponent().lastPathComponent
+        let names = Dictionary(composeService.map { entry in
+            let parts = entry.split(separator: "=", maxSplits: 1).map(String.init)
+            return (parts[0], parts[1])
+        }) { _, last in last }
+        let control = ComposeChaosControl(
+            compose: ComposeInfrastructure(composeFile: composeFile, projectName: projectName), serviceNames: names, endpoints: deployment.endpoints, omsBaseURL: deployment.omsBaseURL)
+        let token = try await TokenAuthority(secret: deployment.jwtSecret).mint(subject: "prodready-chaos", roles: ["admin"], tenant: "prodready-chaos", ttl: .seconds(86_400))
+        let oms = ServiceClient(baseURL: deployment.omsBaseURL, token: token)
+        let s3 = S3Client(configuration: try S3Configuration(endpoint: s3Endpoint.url, accessKey: s3Endpoint.accessKey, secretKey: s3Endpoint.secretKey, region: s3Endpoint.region))
+        let redis = try RedisClient(url: redisURL)
+        return try await withPostgresClient(postgresURL) { postgres in
+            let stores = OMSStores(s3: s3, bucket: deployment.bucket, redis: redis, redisPrefix: deployment.redisPrefix, postgres: postgres, schema: deployment.schema)
+            let target = OMSChaosTarget(
+                oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: deployment.topicPrefix + "instance_commands",
+                instanceWorkerGroup: deployment.groupPrefix + "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
+            return try await run(mode: mode, scenarios: chosen, on: target, seed: seed)
+        }
+    }
+}
+
+extension OMSChaosScenario {
+    /// The scenario restarts a process with a crash point armed for that launch only.
+    var armsCrashPoint: Bool {
+        if case .crashPoint = fault.action { true } else { false }
+    }
+
+    /// Why the scenario cannot run against a deployment controlled through compose.
+    var externalObstacle: String {
+        if armsCrashPoint { return "it restarts a process with a crash point armed for one launch and reads its exit status, which docker compose cannot do (arm CHAOS_CRASH_POINT in your compose file and run the scenario's checks by hand)" }
+        if !replicas.isEmpty { return "it needs \(replicas.joined(separator: ", ")) beside the OMS's four processes" }
+        return "none"
     }
 }
 
