@@ -28,7 +28,7 @@ struct ChaosCommand: AsyncParsableCommand {
 
         lite: every chaos-lite scenario (or those named with --scenario): kafka, redis, postgres, s3 down; the \
         publisher SIGKILLed and crashed at after_publish; the instance worker crashed at after_claim; each worker \
-        paused past its lease.
+        paused past its lease; the instance worker paused while a second one in its group takes over.
         out-of-order: v2 of an instance applied before v1, with the publisher stopped.
         soak: faults drawn from --soak-seed (else PRODREADY_SEED, else random; printed first) for --soak-seconds, \
         each held 2 s, commands flowing throughout. The seed's runner flags map as --chaos-out-of-order → \
