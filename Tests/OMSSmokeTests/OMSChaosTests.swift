@@ -11,7 +11,7 @@ struct OMSChaosTests {
     @Test("chaos-lite scenario", .requiresEmbedded(.postgres, .kafka, .redis, .s3), .ownDeployment("OMS_BASE_URL", because: "stops its dependencies and kills its processes"),
           arguments: OMSChaosScenario.allCases)
     func chaosLite(_ scenario: OMSChaosScenario) async throws {
-        try await withOMSChaosTarget(label: scenario.rawValue) { target in
+        try await withOMSChaosTarget(label: scenario.rawValue, replicas: scenario.replicas) { target in
             let outcome = try await scenario.run(on: target)
             expectNoLoss(outcome.report, "chaos-lite \(scenario.rawValue)")
             #expect(outcome.summary.violations.isEmpty, "\(scenario.rawValue): \(outcome.summary.violations.joined(separator: "; "))")
