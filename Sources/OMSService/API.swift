@@ -271,9 +271,12 @@ public enum OMSAPI {
     }
 
     /// Whether a failed append may still have stored the event: the S3 request was sent and no answer came (a
-    /// timeout, a connection dropped mid-request), as when S3 is shutting down. A connection refused, an answer
+    /// timeout, a connection dropped mid-request), as when S3 is shutting down, or the event object was stored and
+    /// only its index entry failed. A connection refused, an answer
     /// with an error, or a failure in Postgres before the PUT, means nothing was stored.
-    static func appendOutcomeUnknown(_ error: any Error) -> Bool {
+    public static func appendOutcomeUnknown(_ error: any Error) -> Bool {
+        // Stored in the log, only its index entry missing: the command will be applied.
+        if error is StoredWithoutIndex { return true }
         guard let error = error as? ProdReadyError else { return false }
         switch error.code {
         case .timeout: return true

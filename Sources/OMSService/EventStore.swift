@@ -128,6 +128,10 @@ public struct OMSEventStore: Sendable {
             // consumers deduplicate by id; the caller gets the first result, or the reuse error.
             guard let existing = try await lookup(eventID: event.eventID) else { throw error }
             return try Self.compare(existing, with: event)
+        } catch {
+            // The event is in the log already: the publisher will publish it whatever happens to its index entry
+            // (found by a soak: S3 stopped between the two PUTs, the create was refused and applied all the same).
+            throw StoredWithoutIndex(key: key, eventID: event.eventID, cause: error)
         }
     }
 
@@ -217,6 +221,20 @@ public struct EventIDReuse: Error, Sendable, Equatable, CustomStringConvertible 
 }
 
 /// The publisher closed this sequence before its writer wrote it; the writer takes another.
+/// The event object was written to the log, its index entry was not: the event exists (and will be published), so
+/// whoever appended it must not report the append as refused.
+public struct StoredWithoutIndex: Error, Sendable, CustomStringConvertible {
+    public var key: String
+    public var eventID: String
+    public var cause: any Error
+    public init(key: String, eventID: String, cause: any Error) {
+        self.key = key
+        self.eventID = eventID
+        self.cause = cause
+    }
+    public var description: String { "event \(eventID) is stored at \(key) but its index entry is not: \(cause)" }
+}
+
 public struct SequenceClosed: Error, Sendable, Equatable, CustomStringConvertible {
     public var database: String
     public var sequence: Int64
