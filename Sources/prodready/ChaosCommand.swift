@@ -98,17 +98,14 @@ struct ChaosCommand: AsyncParsableCommand {
         do {
             if target == .external {
                 outcomes = try await runOnExternal(seed: seed)
-                let failed = outcomes.filter { !$0.summary.passed }
-                print("\(outcomes.count - failed.count) of \(outcomes.count) scenarios converged cleanly")
-                if !failed.isEmpty { throw ExitCode(1) }
-                return
-            }
-            // Scenarios that need a replica (a second instance worker) get a deployment of their own; the others
-            // share one, as before.
-            let chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
-            let groups: [[String]: [OMSChaosScenario]] = mode == .lite ? Dictionary(grouping: chosen, by: \.replicas) : [[]: []]
-            for replicas in groups.keys.sorted(by: { $0.count < $1.count }) {
-                outcomes += try await run(mode: mode, scenarios: groups[replicas] ?? [], replicas: replicas, home: home, seed: seed)
+            } else {
+                // Scenarios that need a replica (a second instance worker) get a deployment of their own; the
+                // others share one, as before.
+                let chosen = scenario.isEmpty ? OMSChaosScenario.allCases : OMSChaosScenario.allCases.filter { scenario.contains($0.rawValue) }
+                let groups: [[String]: [OMSChaosScenario]] = mode == .lite ? Dictionary(grouping: chosen, by: \.replicas) : [[]: []]
+                for replicas in groups.keys.sorted(by: { $0.count < $1.count }) {
+                    outcomes += try await run(mode: mode, scenarios: groups[replicas] ?? [], replicas: replicas, home: home, seed: seed)
+                }
             }
         } catch {
             throw fail(error)
