@@ -30,12 +30,12 @@ public struct OMSIsolation: Sendable {
 
     /// Where an external deployment keeps its data: its settings' variables, else the services' defaults.
     public init(externalDeploymentEnvironment environment: [String: String]) {
-        func value(_ name: String, _ fallback: String) -> String { environment[name].flatMap { $0.isEmpty ? nil : $0 } ?? fallback }
-        schema = value("OMS_SCHEMA", "oms")
-        bucket = value("OMS_BUCKET", "oms-events")
-        topicPrefix = value("OMS_TOPIC_PREFIX", "")
-        redisPrefix = value("OMS_REDIS_PREFIX", "oms:")
-        groupPrefix = value("OMS_GROUP_PREFIX", "")
+        let location = OMSDataLocation(environment: environment)
+        schema = location.schema
+        bucket = location.bucket
+        topicPrefix = location.topicPrefix
+        redisPrefix = location.redisPrefix
+        groupPrefix = location.groupPrefix
     }
 
     public var environment: [String: String] {

@@ -32,6 +32,25 @@ public struct OMSChaosTarget: Sendable {
     var injector: FaultInjector { FaultInjector(control: control, log: log) }
 }
 
+/// Where an OMS deployment that someone else started keeps its data: its settings' variables, else the defaults of
+/// `prodready serve`. The suites' external mode and `prodready chaos --target external` read it alike.
+public struct OMSDataLocation: Sendable, Equatable {
+    public let schema: String
+    public let bucket: String
+    public let topicPrefix: String
+    public let redisPrefix: String
+    public let groupPrefix: String
+
+    public init(environment: [String: String]) {
+        func value(_ name: String, _ fallback: String) -> String { environment[name].flatMap { $0.isEmpty ? nil : $0 } ?? fallback }
+        schema = value("OMS_SCHEMA", "oms")
+        bucket = value("OMS_BUCKET", "oms-events")
+        topicPrefix = value("OMS_TOPIC_PREFIX", "")
+        redisPrefix = value("OMS_REDIS_PREFIX", "oms:")
+        groupPrefix = value("OMS_GROUP_PREFIX", "")
+    }
+}
+
 /// The OMS's process names, as `prodready serve` knows them.
 public enum OMSProcesses {
     public static let api = "oms"

@@ -182,10 +182,10 @@ struct ChaosCommand: AsyncParsableCommand {
         let s3 = S3Client(configuration: try S3Configuration(endpoint: s3Endpoint.url, accessKey: s3Endpoint.accessKey, secretKey: s3Endpoint.secretKey, region: s3Endpoint.region))
         let redis = try RedisClient(url: redisURL)
         return try await withPostgresClient(postgresURL) { postgres in
-            let stores = OMSStores(s3: s3, bucket: deployment.bucket, redis: redis, redisPrefix: deployment.redisPrefix, postgres: postgres, schema: deployment.schema)
+            let stores = OMSStores(s3: s3, bucket: deployment.data.bucket, redis: redis, redisPrefix: deployment.data.redisPrefix, postgres: postgres, schema: deployment.data.schema)
             let target = OMSChaosTarget(
-                oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: deployment.topicPrefix + "instance_commands",
-                instanceWorkerGroup: deployment.groupPrefix + "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
+                oms: oms, stores: stores, control: control, kafkaServers: kafka, commandsTopic: deployment.data.topicPrefix + "instance_commands",
+                instanceWorkerGroup: deployment.data.groupPrefix + "oms-instance-worker", log: ChaosLog(echo: { progress($0) }))
             return try await run(mode: mode, scenarios: chosen, on: target, seed: seed)
         }
     }

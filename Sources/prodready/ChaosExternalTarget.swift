@@ -79,11 +79,7 @@ struct ExternalChaosDeployment {
     let omsBaseURL: String
     let jwtSecret: String
     let endpoints: StackEndpoints
-    let schema: String
-    let bucket: String
-    let redisPrefix: String
-    let topicPrefix: String
-    let groupPrefix: String
+    let data: OMSDataLocation
 
     static func read(_ environment: [String: String]) throws -> ExternalChaosDeployment {
         func value(_ name: String) -> String? { environment[name].flatMap { $0.isEmpty ? nil : $0 } }
@@ -101,8 +97,6 @@ struct ExternalChaosDeployment {
         guard let base, let secret, missing.isEmpty else {
             throw ProdReadyError(.configuration, "--target external needs \(missing.joined(separator: ", ")) (the OMS deployment and the stores it uses)")
         }
-        return ExternalChaosDeployment(
-            omsBaseURL: base, jwtSecret: secret, endpoints: endpoints, schema: value("OMS_SCHEMA") ?? "oms", bucket: value("OMS_BUCKET") ?? "oms-events",
-            redisPrefix: value("OMS_REDIS_PREFIX") ?? "oms:", topicPrefix: value("OMS_TOPIC_PREFIX") ?? "", groupPrefix: value("OMS_GROUP_PREFIX") ?? "")
+        return ExternalChaosDeployment(omsBaseURL: base, jwtSecret: secret, endpoints: endpoints, data: OMSDataLocation(environment: environment))
     }
 }
