@@ -71,9 +71,18 @@ let package = Package(
             swiftSettings: strictSwift
         ),
         .target(
+            name: "ProdReadyHTTP",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSwift
+        ),
+        .target(
             name: "ProdReadyS3",
             dependencies: [
-                "ProdReadyCore",
+                "ProdReadyCore", "ProdReadyHTTP",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -126,7 +135,7 @@ let package = Package(
         .target(
             name: "ProdReadyService",
             dependencies: [
-                "ProdReadyCore",
+                "ProdReadyCore", "ProdReadyHTTP",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "JWTKit", package: "jwt-kit"),
@@ -201,7 +210,7 @@ let package = Package(
         .target(
             name: "ProdReadyInfra",
             dependencies: [
-                "ProdReadyCore", "ProdReadyPostgres", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3", "CProdReadyShims",
+                "ProdReadyCore", "ProdReadyPostgres", "ProdReadyKafka", "ProdReadyNATS", "ProdReadyRedis", "ProdReadyS3", "CProdReadyShims", "ProdReadyHTTP",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -277,12 +277,7 @@ public enum OMSAPI {
     public static func appendOutcomeUnknown(_ error: any Error) -> Bool {
         // Stored in the log, only its index entry missing: the command will be applied.
         if error is StoredWithoutIndex { return true }
-        guard let error = error as? ProdReadyError else { return false }
-        switch error.code {
-        case .timeout: return true
-        case .connectionFailed: return !"\(error)".localizedCaseInsensitiveContains("connection refused")
-        default: return false
-        }
+        return OMSEventStore.mayHaveStored(error)
     }
 
     static func accepted(_ command: OMSEvent, instanceID: String?) -> Response {

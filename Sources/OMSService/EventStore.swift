@@ -118,6 +118,12 @@ public struct OMSEventStore: Sendable {
             _ = try await s3.putObject(bucket: bucket, key: key, body: event.encoded(), condition: .ifAbsent, contentType: "application/json")
         } catch let error as ProdReadyError where error.code == .preconditionFailed {
             throw SequenceClosed(database: event.database, sequence: sequence)
+        } catch {
+            // Certainly not stored (S3 refused the connection or answered an error): hand the slot to the publisher
+            // so it closes the sequence at once instead of after its gap timeout. An S3 outage refuses every append
+            // after its reservation, and each of those gaps otherwise held up everything behind it once S3 was back.
+            if !Self.mayHaveStored(error) { await abandon(database: event.database, sequence: sequence, owner: event.eventID) }
+            throw error
         }
         let entry = IndexEntry(key: key, sequence: sequence, database: event.database, contentHash: event.contentHash)
         do {
@@ -179,6 +185,48 @@ public struct OMSEventStore: Sendable {
             let stored = try await read(key: key)
             return stored.kind == .tombstone ? .tombstoned(key: key) : .written(key: key)
         }
+    }
+
+    /// Whether a failed S3 write may have stored its object all the same: a timeout or a dropped connection may
+    /// have; a refused connection or an error answer has not.
+    public static func mayHaveStored(_ error: any Error) -> Bool {
+        guard let error = error as? ProdReadyError else { return false }
+        switch error.code {
+        case .timeout: return true
+        case .connectionFailed: return !"\(error)".localizedCaseInsensitiveContains("connection refused")
+        default: return false
+        }
+    }
+
+    /// Gives up a slot its owner will never write: it becomes a closed slot, which the publisher tombstones as soon
+    /// as it reaches the sequence. Best effort: if this fails, the publisher closes the gap after its timeout.
+    func abandon(database: String, sequence: Int64, owner: String) async {
+        let query: PostgresQuery = """
+            UPDATE \(unescaped: allocator.schema.quoted).oms_sequence_slots SET owner = \(Self.closedSlot)
+            WHERE database = \(database) AND sequence = \(sequence) AND owner = \(owner)
+            """
+        do {
+            _ = try await queryRows(allocator.client, query, deadline: allocator.operationTimeout ?? .seconds(10), doing: "abandoning sequence \(sequence) of \(database)", logger: Self.logger)
+        } catch {
+            Self.logger.warning("sequence not handed to the publisher; it closes it after its gap timeout", metadata: ["database": "\(database)", "sequence": "\(sequence)", "error": "\(error)"])
+        }
+    }
+
+    /// The sequences from `first` on, in a run without holes, whose slots are closed (abandoned by their writer,
+    /// or taken by a publisher that stopped before its tombstone): each can be tombstoned now.
+    public func closedRun(database: String, from first: Int64, through last: Int64) async throws -> [Int64] {
+        let query: PostgresQuery = """
+            SELECT sequence FROM \(unescaped: allocator.schema.quoted).oms_sequence_slots
+            WHERE database = \(database) AND sequence BETWEEN \(first) AND \(last) AND owner = \(Self.closedSlot) ORDER BY sequence
+            """
+        let rows = try await queryRows(allocator.client, query, deadline: allocator.operationTimeout ?? .seconds(10), doing: "reading closed slots of \(database)", logger: Self.logger)
+        var run: [Int64] = []
+        for row in rows {
+            let sequence = try row.decode(Int64.self)
+            guard sequence == first + Int64(run.count) else { break }
+            run.append(sequence)
+        }
+        return run
     }
 
     /// Takes sequence `sequence` of `database` for `owner` unless someone holds it; returns who holds it now.

@@ -179,6 +179,17 @@ public actor OMSPublisher: Service {
             gaps[database] = nil
             return
         }
+        // Sequences whose writers gave them up (S3 refused their event) are closed now, without the timeout.
+        let abandoned = try await store.closedRun(database: database, from: expected, through: head)
+        if !abandoned.isEmpty {
+            for sequence in abandoned {
+                let outcome = try await store.close(database: database, sequence: sequence, reason: "abandoned by its writer: the event store refused the event")
+                if case .tombstoned(let key) = outcome { round.closed.append(key) }
+            }
+            logger.notice("closed abandoned sequences", metadata: ["database": "\(database)", "from": "\(abandoned[0])", "count": "\(abandoned.count)"])
+            gaps[database] = nil
+            return
+        }
         let now = clock.now
         if let gap = gaps[database], gap.sequence == expected {
             guard now - gap.since >= settings.gapTimeout else { return }

@@ -1,4 +1,5 @@
 import ProdReadyCore
+import ProdReadyHTTP
 import ProdReadyPostgres
 import ProdReadyKafka
 import ProdReadyNATS
@@ -173,7 +174,7 @@ extension HealthProbe {
         do {
             var request = HTTPClientRequest(url: url)
             request.method = .GET
-            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
+            let response = try await HTTPClients.failingFast.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
             let body = try await response.body.collect(upTo: 64 << 10)
             return (Int(response.status.code), "\(response.status.code) \(String(buffer: body).prefix(200))")
         } catch {

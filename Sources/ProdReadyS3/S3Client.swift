@@ -1,4 +1,5 @@
 import ProdReadyCore
+import ProdReadyHTTP
 import AsyncHTTPClient
 import NIOCore
 import NIOHTTP1
@@ -353,7 +354,7 @@ public struct S3Client: Sendable {
         }
         let what = "S3 \(method) \(path) at \(configuration.endpoint)"
         do {
-            let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
+            let response = try await HTTPClients.failingFast.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
             let buffer = try await response.body.collect(upTo: Self.maximumBodySize)
             return Response(status: response.status.code, headers: response.headers, bytes: Array(buffer.readableBytesView))
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout || error == .connectTimeout {

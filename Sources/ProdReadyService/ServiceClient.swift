@@ -1,4 +1,5 @@
 public import AsyncHTTPClient
+import ProdReadyHTTP
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -38,7 +39,7 @@ public struct ServiceClient: Sendable {
             request.headers.add(name: "Content-Type", value: "application/json")
             request.body = .bytes(ByteBuffer(bytes: bytes))
         }
-        let response = try await HTTPClient.shared.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
+        let response = try await HTTPClients.failingFast.execute(request, timeout: .milliseconds(timeout.wholeMilliseconds))
         let buffer = try await response.body.collect(upTo: 16 << 20)
         let bytes = Array(buffer.readableBytesView)
         return ServiceResponse(

@@ -76,7 +76,7 @@ func startServices(_ services: [ServiceCatalogEntry], stackDirectory directory: 
     let registry = StackServices(stackDirectory: directory)
     let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     var environment: [String: String] = ["PRODREADY_HOME": home]
-    for name in ["PATH", "HOME", "LANG", "LOG_LEVEL"] { environment[name] = ProcessInfo.processInfo.environment[name] }
+    for name in ["PATH", "HOME", "LANG", "LOG_LEVEL", "PRODREADY_KAFKA_LOG"] { environment[name] = ProcessInfo.processInfo.environment[name] }
     // A service's own settings (OMS_LEASE_SECONDS, OMS_KAFKA_PROPERTIES, …) reach its processes; the stack's
     // endpoints below win over anything inherited.
     for (name, value) in ProcessInfo.processInfo.environment where services.contains(where: { name.hasPrefix($0.settingsPrefix) }) {

@@ -5,6 +5,7 @@ import OMSContract
 import OMSService
 import PostgresNIO
 import ProdReadyCore
+import ProdReadyInfra
 import ProdReadyKafka
 import ProdReadyPostgres
 import ProdReadyReliability
@@ -155,6 +156,37 @@ struct OMSEventLogTests {
             let published = try await log.publishedCommandIDs(count: 3)
             expectNoLoss(try await LossAccounting.converge(ledger, timeout: .seconds(1)) { published }, "abandoned sequence")
             #expect(published == ["cmd-a", "cmd-c", "cmd-b"], "tombstones are not published")
+        }
+    }
+
+    @Test("a writer whose event S3 refused gives its slot up, and the publisher closes that sequence in its next round instead of after the gap timeout (60 s here); the command's retry lands at a new sequence")
+    func refusedWriteHandsSlotOver() async throws {
+        try await withEventLog { log in
+            let ledger = OperationLedger()
+            _ = try await log.store.append(EventLogFixture.command("shop", "a"))
+            // The same allocator and slots, but an S3 endpoint nothing listens on: the event PUT is refused.
+            let unreachable = S3Client(configuration: try S3Configuration(endpoint: "http://127.0.0.1:\(try LoopbackPort.free())", accessKey: "a", secretKey: "b", region: "us-east-1"))
+            let refusedStore = OMSEventStore(s3: unreachable, bucket: log.store.bucket, allocator: log.store.allocator)
+            let refused = await #expect(throws: ProdReadyError.self) { _ = try await refusedStore.append(EventLogFixture.command("shop", "b"), checkedAbsent: true) }
+            #expect(refused?.code == .connectionFailed)
+            _ = try await log.store.append(EventLogFixture.command("shop", "c"))
+            ["cmd-a", "cmd-c"].forEach(ledger.acknowledged)
+
+            let publisher = try log.publisher(gapTimeout: .seconds(60))
+            let first = try await publisher.publishRound()
+            #expect(first.published == 1, "cmd-a goes out; sequence 2 is the gap")
+            #expect(first.closed == [OMSEventStore.eventKey(database: "shop", sequence: 2, eventID: "tombstone")], "the refused writer's sequence is closed at once, not after 60 s")
+            let second = try await publisher.publishRound()
+            #expect(second.published == 1)
+            #expect(try await publisher.checkpoint(database: "shop") == 3)
+
+            let retried = try await log.store.append(EventLogFixture.command("shop", "b"))
+            #expect(retried.entry.sequence == 4)
+            ledger.acknowledged("cmd-b")
+            _ = try await publisher.publishRound()
+            let published = try await log.publishedCommandIDs(count: 3)
+            #expect(published == ["cmd-a", "cmd-c", "cmd-b"])
+            expectNoLoss(try await LossAccounting.converge(ledger, timeout: .seconds(1)) { published }, "refused write")
         }
     }
 
