@@ -64,15 +64,28 @@ public struct OMSAuditTrail: Sendable {
     }
 
     /// The audit record of a write route refusing a request for want of a valid token or of the role.
-    static func accessDenied(_ refusal: RefusedRequest) -> AuditRecord {
+    /// - Parameter databaseOwner: for a request without a valid token, the tenant owning the database in its path:
+    ///   the event is that tenant's (its `actor_tenant_id`), marked in `metadata.tenant_from`.
+    static func accessDenied(_ refusal: RefusedRequest, databaseOwner: String? = nil) -> AuditRecord {
         let actor = refusal.identity.map { AuditActor(id: $0.subject, username: $0.subject, roles: $0.roles.sorted(), tenantID: $0.tenant) }
-            ?? AuditActor(id: "anonymous", username: "anonymous", tenantID: nil)
+            ?? AuditActor(id: "anonymous", username: "anonymous", tenantID: databaseOwner)
         let code = refusal.status == 401 ? "unauthorized" : "forbidden"
+        var metadata: [String: JSONValue] = ["method": .string(refusal.method.rawValue), "status": .int(refusal.status)]
+        if refusal.identity == nil, databaseOwner != nil { metadata["tenant_from"] = "database_owner" }
         return AuditRecord(
             eventType: refusal.status == 401 ? "auth.unauthorized" : "auth.forbidden", action: refusal.method.rawValue.lowercased(), actor: actor,
             target: AuditTarget(resourceType: "route", resourceID: refusal.path, resourceName: refusal.route), success: false, errorCode: code,
-            errorMessage: "\(refusal.error)", requestID: refusal.requestID, metadata: ["method": .string(refusal.method.rawValue), "status": .int(refusal.status)],
+            errorMessage: "\(refusal.error)", requestID: refusal.requestID, metadata: .object(metadata),
             tags: [source, "security"])
+    }
+
+    /// The database a request addressed: the path segment where its route has `{db}` (nil for routes without one).
+    public static func database(inRoute route: String, path: String) -> String? {
+        let template = route.split(separator: "/", omittingEmptySubsequences: false)
+        let segments = path.split(separator: "?", maxSplits: 1).first.map { $0.split(separator: "/", omittingEmptySubsequences: false) } ?? []
+        guard template.count == segments.count, let position = template.firstIndex(of: "{db}") else { return nil }
+        let name = String(segments[position]).removingPercentEncoding ?? String(segments[position])
+        return name.isEmpty ? nil : name
     }
 
     /// The audit record of a branch created (a create-only S3 object, not a command).

@@ -188,7 +188,13 @@ public enum OMSProcess {
             // Refused writes are audited; refused reads are not (SPEC-audit: what matters to auditors).
             router.onRefused = { refusal in
                 guard refusal.method != .get else { return }
-                await auditTrail.refused(OMSAuditTrail.accessDenied(refusal), requestID: refusal.requestID)
+                // A request without a valid token names no tenant; one aimed at a database is shown to the tenant
+                // that owns it, whose auditors want to see who knocked.
+                var owner: String?
+                if refusal.identity == nil, let database = OMSAuditTrail.database(inRoute: refusal.route, path: refusal.path) {
+                    owner = try? await withDeadline(.seconds(1)) { try await writeModel.owner(of: database) }
+                }
+                await auditTrail.refused(OMSAuditTrail.accessDenied(refusal, databaseOwner: owner), requestID: refusal.requestID)
             }
             router.addHealthRoutes(checks: [postgresCheck, s3Check, HealthCheck("redis", critical: false) { try await readStore.ping() }], readiness: readiness, envelope: .successData)
             let aggregates = try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSAPIDependencies.aggregateType, operationTimeout: postgresDeadline)

@@ -78,9 +78,10 @@ public enum JSONValue: Sendable, Equatable, ExpressibleByStringLiteral, Expressi
         out.append(UInt8(ascii: "\""))
     }
 
-    /// Parses JSON text (for tests and clients that read these documents back).
+    /// Parses JSON text strictly (RFC 8259); the error names the byte offset and what was wrong there.
     public static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
-        try JSONDecoder().decode(JSONValue.self, from: Data(bytes))
+        if let parsed = try bytes.withContiguousStorageIfAvailable({ try JSONParser.parse($0) }) { return parsed }
+        return try Array(bytes).withUnsafeBufferPointer { try JSONParser.parse($0) }
     }
 
     public subscript(key: String) -> JSONValue? {

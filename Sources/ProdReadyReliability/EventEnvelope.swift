@@ -56,7 +56,9 @@ public struct EventEnvelope<Payload: EventPayload>: Sendable {
     /// Decodes an envelope, refusing one whose type or version is not `Payload`'s with a message saying
     /// which was received — the consumer dead-letters it instead of misreading it.
     public static func decode(_ bytes: some Collection<UInt8>) throws -> EventEnvelope<Payload> {
-        let header = try EnvelopeHeader.decode(bytes)
+        // Parsed once; the header and then the payload are read from the same tree.
+        let document = try EnvelopeHeader.parse(bytes)
+        let header = try EnvelopeHeader.decode(document)
         guard header.type == Payload.eventType, header.version == Payload.schemaVersion else {
             throw ProdReadyError(
                 .invalidArgument,
@@ -64,7 +66,15 @@ public struct EventEnvelope<Payload: EventPayload>: Sendable {
             )
         }
         do {
-            return try EnvelopeCoding.decoder.decode(WireEnvelope<Payload>.self, from: Data(bytes)).envelope
+            guard case .object(let fields) = document, let payload = fields["payload"] else { throw ProdReadyError(.invalidArgument, "no payload") }
+            let decoded = try EnvelopeCoding.fastDecoder.decode(Payload.self, from: payload)
+            return EventEnvelope(
+                id: header.id, aggregateID: header.aggregateID, sequence: header.sequence, occurredAt: header.occurredAt,
+                correlationID: header.correlationID, causationID: header.causationID, payload: decoded)
+        } catch var error as DecodingError {
+            // Paths are relative to the payload: put it in front, as a decoder of the whole envelope would.
+            error = error.prefixed(by: EnvelopeHeader.CodingKeys.payload)
+            throw ProdReadyError(.invalidArgument, "event \(header.id) (\(header.type) v\(header.version)) has a malformed payload: \(describe(error))", underlying: error)
         } catch {
             throw ProdReadyError(.invalidArgument, "event \(header.id) (\(header.type) v\(header.version)) has a malformed payload: \(describe(error))", underlying: error)
         }
@@ -134,16 +144,27 @@ public struct EnvelopeHeader: Sendable, Equatable, Codable {
     /// Parses and checks the envelope fields of `bytes`: valid JSON, an object, non-empty id and type,
     /// version ≥ 1, a `payload` member and an `occurred_at` timestamp.
     public static func decode(_ bytes: some Collection<UInt8>) throws -> EnvelopeHeader {
-        let data = Data(bytes)
+        try decode(try parse(bytes))
+    }
+
+    /// The JSON tree of an envelope's bytes; an error that says whether they were JSON at all, and an object.
+    static func parse(_ bytes: some Collection<UInt8>) throws -> JSONValue {
+        let document: JSONValue
+        do {
+            document = try JSONValue.parse(bytes)
+        } catch {
+            throw ProdReadyError(.invalidArgument, "the event is not valid JSON (\(bytes.count) bytes): \((error as? ProdReadyError)?.message ?? "\(error)")", underlying: error)
+        }
+        guard case .object = document else { throw ProdReadyError(.invalidArgument, "an event envelope must be a JSON object") }
+        return document
+    }
+
+    /// The header of a parsed envelope, checked.
+    static func decode(_ document: JSONValue) throws -> EnvelopeHeader {
         let header: EnvelopeHeader
         do {
-            header = try EnvelopeCoding.decoder.decode(EnvelopeHeader.self, from: data)
+            header = try EnvelopeCoding.fastDecoder.decode(EnvelopeHeader.self, from: document)
         } catch {
-            // Only a failed decode pays for finding out whether the bytes were JSON, or an object, at all.
-            guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
-                let valid = (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) != nil
-                throw ProdReadyError(.invalidArgument, valid ? "an event envelope must be a JSON object" : "the event is not valid JSON (\(data.count) bytes)")
-            }
             throw ProdReadyError(.invalidArgument, "the event envelope is incomplete: \(describe(error))", underlying: error)
         }
         try header.validate()
@@ -197,6 +218,14 @@ enum EnvelopeCoding {
         return encoder
     }
 
+    /// The decoder of the hot paths (every consumer reads every event through it): no Foundation `JSONDecoder`,
+    /// and timestamps read by `InternetTime` first, which is what producers write.
+    static let fastDecoder = JSONValueDecoder(date: { text in
+        if let date = InternetTime.parse(text) { return date }
+        if let date = try? Date.ISO8601FormatStyle(includingFractionalSeconds: true).parse(text) { return date }
+        return try? Date.ISO8601FormatStyle().parse(text)
+    })
+
     static var decoder: JSONDecoder {
         let decoder = JSONDecoder()
         decoder.dateDecodingStrategy = .custom { decoder in
@@ -223,5 +252,19 @@ func describe(_ error: any Error) -> String {
     case .typeMismatch(_, let context), .valueNotFound(_, let context), .dataCorrupted(let context):
         return "\(context.debugDescription)\(path(context))"
     @unknown default: return "\(error)"
+    }
+}
+
+extension DecodingError {
+    /// The same error with `key` in front of its coding path.
+    func prefixed(by key: any CodingKey) -> DecodingError {
+        func context(_ context: Context) -> Context { Context(codingPath: [key] + context.codingPath, debugDescription: context.debugDescription, underlyingError: context.underlyingError) }
+        switch self {
+        case .keyNotFound(let missing, let c): return .keyNotFound(missing, context(c))
+        case .typeMismatch(let type, let c): return .typeMismatch(type, context(c))
+        case .valueNotFound(let type, let c): return .valueNotFound(type, context(c))
+        case .dataCorrupted(let c): return .dataCorrupted(context(c))
+        @unknown default: return self
+        }
     }
 }

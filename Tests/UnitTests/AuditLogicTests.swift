@@ -9,6 +9,15 @@ import Testing
 
 @Suite("Audit contract and audit service logic, no servers")
 struct AuditLogicTests {
+    @Test("the database of a refused request is read from the route's {db} segment, percent-decoded; routes without one, and paths that do not fit the route, have none")
+    func databaseOfRefusedRequest() {
+        #expect(OMSAuditTrail.database(inRoute: "/api/v1/instances/{db}/async/{class}/create", path: "/api/v1/instances/shop/async/Product/create") == "shop")
+        #expect(OMSAuditTrail.database(inRoute: "/api/v1/database/{db}/ontology", path: "/api/v1/database/my%20db/ontology?x=1") == "my db")
+        #expect(OMSAuditTrail.database(inRoute: "/api/v1/database/create", path: "/api/v1/database/create") == nil)
+        #expect(OMSAuditTrail.database(inRoute: "/api/v1/database/{db}", path: "/api/v1/database/a/b") == nil)
+        #expect(OMSAuditTrail.database(inRoute: "/api/v1/database/{db}", path: "/api/v1/database/") == nil)
+    }
+
     func record(type: String = "instance.created", actor: String = "alice", target: String = "db/Product/1") -> AuditRecord {
         AuditRecord(eventType: type, action: "create", actor: AuditActor(id: actor, username: actor, tenantID: "t1"), target: AuditTarget(resourceType: "instance", resourceID: target))
     }
