@@ -218,7 +218,9 @@ struct AuditFlowTests {
             let tenant = uniqueName("tenant")
             let nats = try await NATSConnection(url: try #require(flow.endpoints.natsURL))
             let lettersBefore = try await counter("audit_dead_letters_total", flow)
-            _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "garbage"), payload: Array("not json {".utf8), messageID: uniqueName("garbage"))
+            // Bytes of this test's own, so its dead letters are told from others' in a shared (external) schema.
+            let garbage = "not json { \(uniqueName("garbage"))"
+            _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "garbage"), payload: Array(garbage.utf8), messageID: uniqueName("garbage"))
             var nameless = plantedEvent("temp.nameless", tenant: tenant)
             nameless.payload.actor = AuditActor(id: "", username: "", tenantID: tenant)
             _ = try await nats.publish(subject: flow.isolation.subjects.subject(of: "temp.nameless"), payload: try nameless.encoded(), messageID: nameless.id)
@@ -236,12 +238,18 @@ struct AuditFlowTests {
             let letters: [(String, String, String?)] = try await withPostgresClient(try #require(flow.endpoints.postgresURL)) { client in
                 try await client.query(PostgresQuery(unsafeSQL: "SELECT convert_from(raw, 'UTF8'), reason, event_id FROM \"\(flow.isolation.schema)\".audit_dead_letters ORDER BY stream_sequence")).collect()
                     .map { try $0.decode((String, String, String?).self) }
+                    .filter { $0.0 == garbage || $0.2 == nameless.id || $0.2 == oversized.id }
             }
             #expect(letters.count == 3, "\(letters)")
-            #expect(letters.first?.0 == "not json {" && letters.first?.1.contains("undecodable") == true, "\(letters)")
+            #expect(letters.first?.0 == garbage && letters.first?.1.contains("undecodable") == true, "\(letters)")
             #expect(letters.dropFirst().first?.2 == nameless.id && letters.dropFirst().first?.1.contains("actor.id is empty") == true, "\(letters)")
             #expect(letters.last?.2 == oversized.id && letters.last?.1.contains("refused by the audit store") == true, "\(letters)")
-            #expect(try await counter("audit_dead_letters_total", flow) == lettersBefore + 3)
+            let lettersAfter = try await counter("audit_dead_letters_total", flow)
+            if flow.isExternal {
+                #expect(lettersAfter >= lettersBefore + 3, "audit_dead_letters_total went from \(lettersBefore) to \(lettersAfter) with 3 poison messages")
+            } else {
+                #expect(lettersAfter == lettersBefore + 3)
+            }
         }
     }
 
@@ -298,7 +306,13 @@ struct AuditFlowTests {
                 let types = eventTypes(try await listedEvents(audit))
                 return types.count == 5 ? .done(true) : .pending("stored: \(types)")
             }
-            #expect(try await counter("audit_events_stored_total", flow) == storedBefore + 5)
+            let storedAfter = try await counter("audit_events_stored_total", flow)
+            if flow.isExternal {
+                // A shared deployment: the other tests' traffic moves the process-wide counter as well.
+                #expect(storedAfter >= storedBefore + 5, "audit_events_stored_total went from \(storedBefore) to \(storedAfter) while 5 events were stored")
+            } else {
+                #expect(storedAfter == storedBefore + 5)
+            }
 
             let health = try await ServiceClient(baseURL: flow.audit.baseURL).get("/health")
             #expect(health.status == 200 && health.body?["checks"]?["nats"]?["connected"] == true, "\(health)")
