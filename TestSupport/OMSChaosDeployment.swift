@@ -40,6 +40,7 @@ public struct DeploymentChaosControl: ChaosControl {
     public func exitStatus(of name: String, within timeout: Duration) async throws -> Int32? {
         (try await deployment.process(name).exit(within: timeout))?.shellStatus
     }
+    public func logPath(of name: String) async -> String? { try? deployment.process(name).logPath }
 }
 
 /// Puts `components` of `stack` (each a process group: Postgres's backends, SeaweedFS's servers) at nice 19, like

@@ -298,6 +298,7 @@ extension OMSChaosScenario {
         await generator.stop()
         let report = try await workload.converge(target, since: window.healed, timeout: convergeTimeout)
         target.log.note("scenario \(rawValue): \(report)")
+        await Self.noteProcessWarnings(on: target, ifSlowerThan: Self.convergenceGoal, report)
         violations.add(contentsOf: try await checksAfterConvergence(target, workload))
         violations.add(contentsOf: try await workload.diagnoseLost(report, on: target))
         let summary = ScenarioSummary(
@@ -305,6 +306,20 @@ extension OMSChaosScenario {
             acknowledgedDuringFault: generator.acknowledged(from: window.began, to: window.healed), report: report, violations: violations.all)
         try ScenarioReport.record(summary)
         return OMSChaosOutcome(summary: summary, report: report)
+    }
+
+    /// SPEC-oms's goal for converging after a dependency returns.
+    public static let convergenceGoal = Duration.seconds(10)
+
+    /// Past the goal (or not converged), the last warnings of each OMS process go into the log: a slow convergence
+    /// in a CI run can then be explained from its output alone, where the processes' logs are gone.
+    static func noteProcessWarnings(on target: OMSChaosTarget, ifSlowerThan goal: Duration, _ report: LossReport) async {
+        guard (report.convergedAfter ?? .seconds(Int64.max)) > goal else { return }
+        for process in OMSProcesses.all {
+            let warnings = await target.control.recentWarnings(of: process)
+            guard !warnings.isEmpty else { continue }
+            target.log.note("slower than \(goal): the last warnings of \(process):\n  " + warnings.joined(separator: "\n  "))
+        }
     }
 
     static func waitForAcknowledgements(_ generator: LoadGenerator, atLeast count: Int, what: String, timeout: Duration = .seconds(60)) async throws {

@@ -1,3 +1,4 @@
+import Foundation
 public import ProdReadyInfra
 
 /// One thing a chaos run does to a deployment, and for how long.
@@ -104,4 +105,43 @@ public protocol ChaosControl: Sendable {
     func resumeProcess(_ name: String) async throws
     /// The process's exit status once it exited, nil while it runs; waits at most `timeout`.
     func exitStatus(of name: String, within timeout: Duration) async throws -> Int32?
+    /// The process's log file, when this control can read it (not through compose): what a slow convergence prints
+    /// the warnings of.
+    func logPath(of name: String) async -> String?
+}
+
+extension ChaosControl {
+    public func logPath(of name: String) async -> String? { nil }
+
+    /// The last `limit` lines of `name`'s log at level warning or worse, for a report that needs to say what the
+    /// process ran into; empty when the log cannot be read.
+    public func recentWarnings(of name: String, limit: Int = 6) async -> [String] {
+        guard let path = await logPath(of: name), let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
+        return ServiceLogExcerpt.warnings(in: text, limit: limit)
+    }
+}
+
+/// Lines of a service process's log worth showing when something was slow.
+public enum ServiceLogExcerpt {
+    /// The last `limit` kinds of lines at level warning, error or critical (each cut to 400 characters), leaving
+    /// out the readiness probes' 503s while a process starts. Lines whose first 60 characters after the timestamp
+    /// match are one kind: the latest is shown, with how often it came (a retry loop repeats one warning a hundred
+    /// times, and would hide the different one before it).
+    public static func warnings(in log: String, limit: Int) -> [String] {
+        let lines = log.split(separator: "\n").filter { line in
+            [" warning ", " error ", " critical "].contains { line.contains($0) } && !line.contains("path=/health")
+        }
+        var kinds: [(key: Substring, line: Substring, count: Int)] = []
+        for line in lines {
+            let key = line.drop { $0 != " " }.prefix(60)
+            if let index = kinds.firstIndex(where: { $0.key == key }) {
+                let count = kinds[index].count + 1
+                kinds.remove(at: index)
+                kinds.append((key, line, count))
+            } else {
+                kinds.append((key, line, 1))
+            }
+        }
+        return kinds.suffix(limit).map { String($0.line.prefix(400)) + ($0.count > 1 ? " (×\($0.count))" : "") }
+    }
 }

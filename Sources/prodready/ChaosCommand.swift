@@ -229,4 +229,5 @@ struct StackChaosControl: ChaosControl {
     func exitStatus(of name: String, within timeout: Duration) async throws -> Int32? {
         (try await services.exit(of: name, within: timeout))?.shellStatus
     }
+    func logPath(of name: String) async -> String? { await services.record(name)?.logPath }
 }
