@@ -37,8 +37,8 @@ public struct AuditSettings: Sendable {
         let durable = reader.text(value("--durable"), flag: "--durable", env: "AUDIT_DURABLE", default: "audit-service", expected: "letters, digits, '_' and '-'") { $0.range(of: "^[A-Za-z0-9_-]{1,100}$", options: .regularExpression) != nil }
         let ackWait = reader.seconds(value("--ack-wait-seconds"), flag: "--ack-wait-seconds", env: "AUDIT_ACK_WAIT_SECONDS", default: 30, range: 1...600)
         let maxDeliver = reader.integer(value("--max-deliver"), flag: "--max-deliver", env: "AUDIT_MAX_DELIVER", default: 0, range: 0...1_000_000, expected: "0 (no limit) or a positive count")
-        let batch = reader.integer(value("--batch-size"), flag: "--batch-size", env: "AUDIT_BATCH_SIZE", default: 200, range: 1...5_000, expected: "1 to 5,000")
-        let parallel = reader.integer(value("--parallel-batches"), flag: "--parallel-batches", env: "AUDIT_PARALLEL_BATCHES", default: 3, range: 1...32, expected: "1 to 32")
+        let batch = reader.integer(value("--batch-size"), flag: "--batch-size", env: "AUDIT_BATCH_SIZE", default: 500, range: 1...5_000, expected: "1 to 5,000")
+        let parallel = reader.integer(value("--parallel-batches"), flag: "--parallel-batches", env: "AUDIT_PARALLEL_BATCHES", default: 4, range: 1...32, expected: "1 to 32")
         let retention = reader.seconds(value("--retention-interval-seconds"), flag: "--retention-interval-seconds", env: "AUDIT_RETENTION_INTERVAL_SECONDS", default: 3600, range: 1...604_800)
         let host = reader.text(value("--host"), flag: "--host", env: "AUDIT_HOST", default: "127.0.0.1", expected: "an address to bind")
         let port = reader.integer(value("--port"), flag: "--port", env: "AUDIT_PORT", default: 0, range: 0...65535, expected: "a TCP port")

@@ -211,10 +211,10 @@ struct ServeAuditCommand: AsyncParsableCommand {
     @Option(name: .customLong("max-deliver"), help: "Deliveries of one message at most; 0 never gives an event up (default 0). Env: AUDIT_MAX_DELIVER.")
     var maxDeliver: String?
 
-    @Option(name: .customLong("batch-size"), help: "Events fetched and stored per transaction, 1 to 5,000 (default 200). Env: AUDIT_BATCH_SIZE.")
+    @Option(name: .customLong("batch-size"), help: "Events fetched and stored per transaction, 1 to 5,000 (default 500). Env: AUDIT_BATCH_SIZE.")
     var batchSize: String?
 
-    @Option(name: .customLong("parallel-batches"), help: "Batches fetched and stored at once, 1 to 32 (default 3). Env: AUDIT_PARALLEL_BATCHES.")
+    @Option(name: .customLong("parallel-batches"), help: "Batches fetched and stored at once, 1 to 32 (default 4). Env: AUDIT_PARALLEL_BATCHES.")
     var parallelBatches: String?
 
     @Option(name: .customLong("retention-interval-seconds"), help: "How often the retention job runs (default 3600). Env: AUDIT_RETENTION_INTERVAL_SECONDS.")
