@@ -168,6 +168,7 @@ public enum OMSSoak {
         await generator.stop()
         let stopped = clock.now
         let report = try await workload.converge(target, since: stopped, timeout: convergeTimeout)
+        if let absorbed = try? await workload.absorbedRepeats(target) { target.log.note("soak: \(absorbed)") }
         let summary = ScenarioSummary(
             suite: "oms", scenario: "soak", fault: "\(outcomes.count) faults over \(seconds) s", holdSeconds: 2, seed: seed,
             acknowledgedDuringFault: outcomes.map(\.summary.acknowledgedDuringFault).reduce(0, +), report: report,
@@ -179,7 +180,40 @@ public enum OMSSoak {
     }
 }
 
+/// What the soak's faults made the OMS repeat, and its deduplication absorbed: "duplicated 0" is about effects,
+/// which the stores key by id; these counts show the repeats that were there to absorb.
+struct AbsorbedRepeats: CustomStringConvertible {
+    /// Event objects in the log beyond one per event id (an append retried after its index write failed).
+    var logCopies: Int
+    /// Handlings beyond the first, per worker (a redelivery after a crash, a lease taken over).
+    var retries: [String: Int]
+
+    var description: String {
+        let handlings = retries.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+        return "repeats absorbed by deduplication: \(logCopies) extra copies of events in the log; handlings retried: \(handlings)"
+    }
+}
+
 extension OMSWorkload {
+    /// Counts the repeats of this workload's database: copies in the S3 event log, retried handlings in the registry.
+    func absorbedRepeats(_ target: OMSChaosTarget) async throws -> AbsorbedRepeats {
+        let prefix = "events/\(database)/"
+        let keys = try await target.stores.s3.listKeys(bucket: target.stores.bucket, prefix: prefix)
+        // <20-digit sequence>-<event id>.json; tombstones close sequences and are no events.
+        let ids = keys.compactMap { key -> Substring? in
+            let name = key.dropFirst(prefix.count)
+            guard name.count > 26, name.hasSuffix(".json") else { return nil }
+            let id = name.dropFirst(21).dropLast(5)
+            return id == "tombstone" ? nil : id
+        }
+        var retries: [String: Int] = [:]
+        for handler in [OMSProcesses.instanceWorker, OMSProcesses.projectionWorker] {
+            let rows = try await target.stores.processedEvents(handler: handler, database: database)
+            retries[handler] = rows.values.reduce(0) { $0 + max(0, $1.attempts - 1) }
+        }
+        return AbsorbedRepeats(logCopies: ids.count - Set(ids).count, retries: retries)
+    }
+
     /// The ledger as it stood for operations acknowledged by `cutoff`: acknowledged ones up to then, every refused
     /// and indeterminate one.
     func fates(acknowledgedBy cutoff: ContinuousClock.Instant) -> [String: OperationFate] {
