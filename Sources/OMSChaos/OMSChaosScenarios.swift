@@ -315,11 +315,13 @@ extension OMSChaosScenario {
     /// in a CI run can then be explained from its output alone, where the processes' logs are gone.
     static func noteProcessWarnings(on target: OMSChaosTarget, ifSlowerThan goal: Duration, _ report: LossReport) async {
         guard (report.convergedAfter ?? .seconds(Int64.max)) > goal else { return }
+        var quiet: [String] = []
         for process in OMSProcesses.all {
             let warnings = await target.control.recentWarnings(of: process)
-            guard !warnings.isEmpty else { continue }
-            target.log.note("slower than \(goal): the last warnings of \(process):\n  " + warnings.joined(separator: "\n  "))
+            guard !warnings.isEmpty else { quiet.append(process); continue }
+            target.log.note("slower than \(goal): the last notices and warnings of \(process):\n  " + warnings.joined(separator: "\n  "))
         }
+        if !quiet.isEmpty { target.log.note("slower than \(goal): no notices or warnings (or no readable log) from \(quiet.joined(separator: ", "))") }
     }
 
     static func waitForAcknowledgements(_ generator: LoadGenerator, atLeast count: Int, what: String, timeout: Duration = .seconds(60)) async throws {

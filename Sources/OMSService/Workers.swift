@@ -63,6 +63,17 @@ extension OMSEventHandling {
             try await Task.sleep(for: .milliseconds(50))
         }
         try await consumer.subscribe(topics: [topic])
+        // Group changes in the log: after an outage, how long the rejoin took is what convergence waits for.
+        let rebalances = Task { [consumer, logger] in
+            for await event in consumer.rebalanceEvents {
+                switch event {
+                case .assigned(let partitions): logger.notice("partitions assigned", metadata: ["count": "\(partitions.count)"])
+                case .revoked(let partitions): logger.notice("partitions revoked", metadata: ["count": "\(partitions.count)"])
+                case .failed(let reason): logger.warning("consumer group error; rejoining", metadata: ["reason": "\(reason)"])
+                }
+            }
+        }
+        defer { rebalances.cancel() }
         var announced = false
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if !announced, let joined, (try? await consumer.assignment().isEmpty) == false {

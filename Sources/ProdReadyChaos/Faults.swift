@@ -116,20 +116,22 @@ extension ChaosControl {
     /// The last `limit` lines of `name`'s log at level warning or worse, for a report that needs to say what the
     /// process ran into; empty when the log cannot be read.
     public func recentWarnings(of name: String, limit: Int = 6) async -> [String] {
-        guard let path = await logPath(of: name), let text = try? String(contentsOfFile: path, encoding: .utf8) else { return [] }
-        return ServiceLogExcerpt.warnings(in: text, limit: limit)
+        // Read leniently: one invalid byte in a log must not hide it all.
+        guard let path = await logPath(of: name), let data = FileManager.default.contents(atPath: path) else { return [] }
+        return ServiceLogExcerpt.warnings(in: String(decoding: data, as: UTF8.self), limit: limit)
     }
 }
 
 /// Lines of a service process's log worth showing when something was slow.
 public enum ServiceLogExcerpt {
-    /// The last `limit` kinds of lines at level warning, error or critical (each cut to 400 characters), leaving
-    /// out the readiness probes' 503s while a process starts. Lines whose first 60 characters after the timestamp
+    /// The last `limit` kinds of lines at level notice, warning, error or critical (each cut to 400 characters),
+    /// leaving out the readiness probes' 503s while a process starts. Notices are the workers' group changes and
+    /// the publisher's closed sequences: what a slow convergence waited for. Lines whose first 60 characters after the timestamp
     /// match are one kind: the latest is shown, with how often it came (a retry loop repeats one warning a hundred
     /// times, and would hide the different one before it).
     public static func warnings(in log: String, limit: Int) -> [String] {
         let lines = log.split(separator: "\n").filter { line in
-            [" warning ", " error ", " critical "].contains { line.contains($0) } && !line.contains("path=/health")
+            [" notice ", " warning ", " error ", " critical "].contains { line.contains($0) } && !line.contains("path=/health")
         }
         var kinds: [(key: Substring, line: Substring, count: Int)] = []
         for line in lines {

@@ -136,7 +136,7 @@ struct ExternalDeploymentGateTests {
 
 @Suite("Chaos building blocks: schedules, load, reports")
 struct ChaosLogicTests {
-    @Test("a slow convergence shows the last warnings and errors of a service's log, not its info lines or readiness probes")
+    @Test("a slow convergence shows the last notices, warnings and errors of a service's log, not its info lines or readiness probes")
     func logExcerpt() {
         let log = """
             2026-12-04T00:54:00+0000 info oms-publisher: [HummingbirdCore] Server started
@@ -148,12 +148,12 @@ struct ChaosLogicTests {
             """
         let excerpt = ServiceLogExcerpt.warnings(in: log, limit: 2)
         #expect(excerpt.count == 2)
-        #expect(excerpt.first?.contains("S3 GET failed") == true && excerpt.last?.contains("connection_failed") == true, "\(excerpt)")
-        #expect(ServiceLogExcerpt.warnings(in: log, limit: 10).count == 3, "the readiness probe's 503 and the info and notice lines are left out")
+        #expect(excerpt.first?.contains("connection_failed") == true && excerpt.last?.contains("closed abandoned sequences") == true, "\(excerpt)")
+        #expect(ServiceLogExcerpt.warnings(in: log, limit: 10).count == 4, "the readiness probe's 503 and the info line are left out, the notice kept")
         // A retry loop's repeated warning is one line with its count, and does not push the other kinds out.
         let repeated = log + "\n" + (12...40).map { "2026-12-04T00:54:\($0)+0000 warning oms-publisher: error=connection_failed [OMSService] publish round failed; retrying" }.joined(separator: "\n")
-        let collapsed = ServiceLogExcerpt.warnings(in: repeated, limit: 3)
-        #expect(collapsed.count == 3, "\(collapsed)")
+        let collapsed = ServiceLogExcerpt.warnings(in: repeated, limit: 4)
+        #expect(collapsed.count == 4, "\(collapsed)")
         #expect(collapsed.last?.hasSuffix("(×30)") == true && collapsed.last?.contains("00:54:40") == true, "\(collapsed)")
         #expect(collapsed.first?.contains("Kafka delivery failed") == true, "\(collapsed)")
     }
