@@ -298,7 +298,7 @@ extension OMSChaosScenario {
         await generator.stop()
         let report = try await workload.converge(target, since: window.healed, timeout: convergeTimeout)
         target.log.note("scenario \(rawValue): \(report)")
-        await Self.noteProcessWarnings(on: target, ifSlowerThan: Self.convergenceGoal, report)
+        await Self.noteProcessWarnings(on: target, report)
         violations.add(contentsOf: try await checksAfterConvergence(target, workload))
         violations.add(contentsOf: try await workload.diagnoseLost(report, on: target))
         let summary = ScenarioSummary(
@@ -313,7 +313,8 @@ extension OMSChaosScenario {
 
     /// Past the goal (or not converged), the last warnings of each OMS process go into the log: a slow convergence
     /// in a CI run can then be explained from its output alone, where the processes' logs are gone.
-    static func noteProcessWarnings(on target: OMSChaosTarget, ifSlowerThan goal: Duration, _ report: LossReport) async {
+    static func noteProcessWarnings(on target: OMSChaosTarget, _ report: LossReport) async {
+        let goal = convergenceGoal
         guard (report.convergedAfter ?? .seconds(Int64.max)) > goal else { return }
         var quiet: [String] = []
         for process in OMSProcesses.all {

@@ -153,7 +153,7 @@ public enum OMSSoak {
                     // Effects of creates acknowledged after the cutoff are neither expected nor unexpected yet.
                     return try await workload.observe(target).filter { judged[$0] != nil || all[$0] == nil }
                 }
-                await OMSChaosScenario.noteProcessWarnings(on: target, ifSlowerThan: OMSChaosScenario.convergenceGoal, report)
+                await OMSChaosScenario.noteProcessWarnings(on: target, report)
                 let summary = ScenarioSummary(
                     suite: "oms", scenario: "soak fault \(number + 1)", fault: fault.description, holdSeconds: Double(fault.hold.components.seconds), seed: seed,
                     acknowledgedDuringFault: generator.acknowledged(from: window.began, to: window.healed), report: report,

@@ -105,16 +105,16 @@ public protocol ChaosControl: Sendable {
     func resumeProcess(_ name: String) async throws
     /// The process's exit status once it exited, nil while it runs; waits at most `timeout`.
     func exitStatus(of name: String, within timeout: Duration) async throws -> Int32?
-    /// The process's log file, when this control can read it (not through compose): what a slow convergence prints
-    /// the warnings of.
+    /// The process's log file, when this control can read it (not through compose): where a slow convergence's
+    /// excerpt comes from.
     func logPath(of name: String) async -> String?
 }
 
 extension ChaosControl {
     public func logPath(of name: String) async -> String? { nil }
 
-    /// The last `limit` lines of `name`'s log at level warning or worse, for a report that needs to say what the
-    /// process ran into; empty when the log cannot be read.
+    /// `ServiceLogExcerpt.warnings` of `name`'s log, for a report that needs to say what the process ran into;
+    /// empty when the log cannot be read.
     public func recentWarnings(of name: String, limit: Int = 6) async -> [String] {
         // Read leniently: one invalid byte in a log must not hide it all.
         guard let path = await logPath(of: name), let data = FileManager.default.contents(atPath: path) else { return [] }
@@ -126,9 +126,9 @@ extension ChaosControl {
 public enum ServiceLogExcerpt {
     /// The last `limit` kinds of lines at level notice, warning, error or critical (each cut to 400 characters),
     /// leaving out the readiness probes' 503s while a process starts. Notices are the workers' group changes and
-    /// the publisher's closed sequences: what a slow convergence waited for. Lines whose first 60 characters after the timestamp
-    /// match are one kind: the latest is shown, with how often it came (a retry loop repeats one warning a hundred
-    /// times, and would hide the different one before it).
+    /// the publisher's closed sequences: what a slow convergence waited for. Lines whose first 60 characters after
+    /// the timestamp match are one kind: the latest is shown, with how often it came (a retry loop repeats one
+    /// warning a hundred times, and would hide the different one before it).
     public static func warnings(in log: String, limit: Int) -> [String] {
         let lines = log.split(separator: "\n").filter { line in
             [" notice ", " warning ", " error ", " critical "].contains { line.contains($0) } && !line.contains("path=/health")

@@ -87,19 +87,16 @@ private struct IndexKey: CodingKey {
 /// Scalars, shared by the three containers.
 private func decodeScalar<T>(_ type: T.Type, _ value: JSONValue, _ path: [any CodingKey]) throws -> T {
     func integer<I: FixedWidthInteger>(_: I.Type) throws -> I {
+        let exact: I?
         switch value {
-        case .int(let number):
-            guard let exact = I(exactly: number) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "Number \(number) does not fit in \(I.self)."))
-            }
-            return exact
-        case .double(let number):
-            guard let exact = I(exactly: number) else {
-                throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "Number \(number) does not fit in \(I.self)."))
-            }
-            return exact
+        case .int(let number): exact = I(exactly: number)
+        case .double(let number): exact = I(exactly: number)
         default: throw mismatch(I.self, value, path)
         }
+        guard let exact else {
+            throw DecodingError.dataCorrupted(.init(codingPath: path, debugDescription: "Number \(value.text) does not fit in \(I.self)."))
+        }
+        return exact
     }
     switch type {
     case is String.Type:

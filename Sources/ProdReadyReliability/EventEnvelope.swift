@@ -67,10 +67,7 @@ public struct EventEnvelope<Payload: EventPayload>: Sendable {
         }
         do {
             guard case .object(let fields) = document, let payload = fields["payload"] else { throw ProdReadyError(.invalidArgument, "no payload") }
-            let decoded = try EnvelopeCoding.fastDecoder.decode(Payload.self, from: payload)
-            return EventEnvelope(
-                id: header.id, aggregateID: header.aggregateID, sequence: header.sequence, occurredAt: header.occurredAt,
-                correlationID: header.correlationID, causationID: header.causationID, payload: decoded)
+            return WireEnvelope(header: header, payload: try EnvelopeCoding.fastDecoder.decode(Payload.self, from: payload)).envelope
         } catch var error as DecodingError {
             // Paths are relative to the payload: put it in front, as a decoder of the whole envelope would.
             error = error.prefixed(by: EnvelopeHeader.CodingKeys.payload)
@@ -178,19 +175,19 @@ public struct EnvelopeHeader: Sendable, Equatable, Codable {
     }
 }
 
-/// The wire form: the header's fields and `payload`, side by side in one JSON object.
-struct WireEnvelope<Payload: EventPayload>: Codable {
+/// The wire form: the header's fields and `payload`, side by side in one JSON object. Written with `JSONEncoder`;
+/// read from the parsed tree by `EventEnvelope.decode`.
+struct WireEnvelope<Payload: EventPayload>: Encodable {
     var header: EnvelopeHeader
     var payload: Payload
 
-    init(_ envelope: EventEnvelope<Payload>) {
-        header = EnvelopeHeader(envelope)
-        payload = envelope.payload
+    init(header: EnvelopeHeader, payload: Payload) {
+        self.header = header
+        self.payload = payload
     }
 
-    init(from decoder: any Decoder) throws {
-        header = try EnvelopeHeader(from: decoder)
-        payload = try decoder.container(keyedBy: EnvelopeHeader.CodingKeys.self).decode(Payload.self, forKey: .payload)
+    init(_ envelope: EventEnvelope<Payload>) {
+        self.init(header: EnvelopeHeader(envelope), payload: envelope.payload)
     }
 
     func encode(to encoder: any Encoder) throws {
@@ -226,18 +223,6 @@ enum EnvelopeCoding {
         return try? Date.ISO8601FormatStyle().parse(text)
     })
 
-    static var decoder: JSONDecoder {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .custom { decoder in
-            let container = try decoder.singleValueContainer()
-            let text = try container.decode(String.self)
-            let withFraction = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
-            if let date = try? withFraction.parse(text) { return date }
-            if let date = try? Date.ISO8601FormatStyle().parse(text) { return date }
-            throw DecodingError.dataCorruptedError(in: container, debugDescription: "'\(text)' is not an ISO 8601 timestamp")
-        }
-        return decoder
-    }
 }
 
 /// A decoding error as one line: which field, and what was wrong with it.
