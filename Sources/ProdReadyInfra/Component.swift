@@ -8,12 +8,7 @@ public enum Component: String, CaseIterable, Codable, Sendable, Comparable, Cust
 
     public var description: String { rawValue }
 
-    /// Components this one needs running first in the embedded stack (the broker stores its log in S3).
-    public var nativeDependencies: [Component] {
-        self == .kafka ? [.s3] : []
-    }
-
-    /// Start order: dependencies first.
+    /// The order components are listed, started and (reversed) stopped in.
     public var startRank: Int {
         switch self {
         case .s3: 0
@@ -41,14 +36,10 @@ public enum Component: String, CaseIterable, Codable, Sendable, Comparable, Cust
         return result.sorted()
     }
 
-    /// The set together with everything it needs in the embedded stack.
+    /// The set in start order, each once. No component needs another in the embedded stack: the broker keeps
+    /// its log in an S3 server of its own (see `NativeStack`), not in the stack's `s3`.
     public static func closure(_ components: some Sequence<Component>) -> [Component] {
-        var result = Set<Component>()
-        for component in components {
-            result.insert(component)
-            result.formUnion(component.nativeDependencies)
-        }
-        return result.sorted()
+        Set(components).sorted()
     }
 }
 

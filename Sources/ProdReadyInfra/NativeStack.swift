@@ -17,10 +17,44 @@ public struct NativeComponentState: Codable, Sendable {
     public var isPaused: Bool
     /// The embedded S3 server's other servers (nil for every other component).
     public var seaweed: SeaweedPorts?
+    /// The broker's own S3 server (kafka only).
+    public var brokerStorage: BrokerStorageState?
 
-    /// Every port this component listens on (for S3: the gateway's HTTP and gRPC ports and the inner servers').
+    /// Every port this component listens on (for S3: the gateway's HTTP and gRPC ports and the inner servers';
+    /// for the broker: its storage's as well).
     public var ports: [Int] {
         [port] + (monitorPort.map { [$0] } ?? []) + (seaweed.map { $0.all + [port + SeaweedPorts.grpcOffset] } ?? [])
+            + (brokerStorage?.ports ?? [])
+    }
+
+    /// The component's processes: its own and, for the broker, its storage's.
+    var processes: [ProcessIdentity] {
+        [process, brokerStorage?.process].compactMap { $0 }
+    }
+}
+
+/// The S3 server the embedded broker keeps its log, committed offsets and group state in: a SeaweedFS of its own,
+/// never the stack's `s3` component.
+///
+/// Sharing one server coupled two dependencies no deployment couples: stopping the OMS's event store also took
+/// away the broker's storage, Tansu then lost every consumer group's session and the groups took 7–13 s to form
+/// again (docs/PERFORMANCE.md). The storage lives as long as the broker's entry in the stack: stopping, killing or
+/// pausing `kafka` acts on the broker alone, as a crashed broker keeps its disk.
+public struct BrokerStorageState: Codable, Sendable {
+    public var port: Int
+    public var seaweed: SeaweedPorts
+    public var dataDirectory: String
+    public var logPath: String
+    /// The running SeaweedFS, nil while stopped.
+    public var process: ProcessIdentity?
+
+    var ports: [Int] { [port, port + SeaweedPorts.grpcOffset] + seaweed.all }
+
+    static func fresh(stackDirectory: String) throws -> BrokerStorageState {
+        BrokerStorageState(
+            port: try LoopbackPort.free(withCompanionAt: SeaweedPorts.grpcOffset), seaweed: try SeaweedPorts.pick(),
+            dataDirectory: stackDirectory + "/kafka-storage", logPath: stackDirectory + "/kafka-storage.log", process: nil
+        )
     }
 }
 
@@ -77,9 +111,9 @@ public struct NativeStackState: Codable, Sendable {
         components.values.flatMap(\.ports)
     }
 
-    /// The recorded processes, running or not.
+    /// The recorded processes, running or not (the broker's storage included).
     public var processes: [ProcessIdentity] {
-        components.values.compactMap(\.process)
+        components.values.flatMap(\.processes)
     }
 }
 
@@ -197,16 +231,11 @@ public actor NativeStack {
         try toolchain.verify(wanted)
         let missing = wanted.filter { !isReady($0) }
         guard !missing.isEmpty else { return }
-        // Everything but the broker can start at once; the broker needs S3 first.
-        let firstWave = missing.filter { $0.nativeDependencies.isEmpty }
-        let secondWave = missing.filter { !$0.nativeDependencies.isEmpty }
-        for wave in [firstWave, secondWave] where !wave.isEmpty {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for component in wave {
-                    group.addTask { try await self.start(component, progress: progress) }
-                }
-                try await group.waitForAll()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for component in missing {
+                group.addTask { try await self.start(component, progress: progress) }
             }
+            try await group.waitForAll()
         }
     }
 
@@ -223,15 +252,12 @@ public actor NativeStack {
 
     private func launch(_ component: Component, progress: (@Sendable (String) -> Void)?, attempt: Int = 1) async throws {
         let isFirstLaunch = state.component(component) == nil
-        for dependency in component.nativeDependencies {
-            if let inFlight = starting[dependency] { try await inFlight.value }
-            guard isRunning(dependency) else {
-                throw ProdReadyError(.notRunning, "\(component) needs \(dependency) running first; start \(dependency)")
-            }
-        }
         let clock = ContinuousClock()
         let began = clock.now
         var info = try await prepare(component)
+        if component == .kafka {
+            info.brokerStorage = try await startBrokerStorage(of: info, isFirstLaunch: isFirstLaunch, progress: progress)
+        }
         if LoopbackPort.isListening(info.port) {
             throw ProdReadyError(.portInUse, "port \(info.port) for \(component) is already in use by another process")
         }
@@ -247,15 +273,16 @@ public actor NativeStack {
         try persist()
         do {
             try await waitUntilReady(component, process: child.identity, logPath: info.logPath)
-            try await afterStart(component, info: info)
         } catch {
             try? await ChildProcess.kill(child.identity)
             state.components[component.rawValue]?.process = nil
             // A component that never ran may have lost its freshly picked port to another process in the
             // moment between picking and binding: pick new ports and try again. A restart must keep its port.
-            // SeaweedFS says so in words of its own ("port … is not available").
             let log = logTail(info.logPath, lines: 40).lowercased()
-            if isFirstLaunch, attempt < 3, log.contains("address already in use") || (log.contains("port") && log.contains("is not available")) {
+            if isFirstLaunch, attempt < 3, Self.lostItsPort(log) {
+                if let storage = state.components[component.rawValue]?.brokerStorage?.process {
+                    try? await ChildProcess.kill(storage)
+                }
                 state.components[component.rawValue] = nil
                 try? persist()
                 progress?("\(component) lost port \(info.port) to another process; retrying on a new port")
@@ -315,15 +342,20 @@ public actor NativeStack {
         try await start(component)
     }
 
-    /// Stops every component (dependents first), then deletes the stack directory when `removeData`.
+    /// Stops every component (in reverse start order), then deletes the stack directory when `removeData`.
     public func teardown(removeData: Bool) async throws {
+        // SeaweedFS takes about 4 s to stop cleanly; when its data is deleted next there is nothing to keep.
+        let seaweedSignal = removeData ? SIGKILL : SIGTERM
         for component in components.reversed() {
             if let process = state.component(component)?.process {
-                // SeaweedFS takes about 4 s to stop cleanly; when its data is deleted next there is nothing to keep.
-                let signal = removeData && component == .s3 ? SIGKILL : Self.stopSignal(component)
+                let signal = component == .s3 ? seaweedSignal : Self.stopSignal(component)
                 try await ChildProcess.terminate(process, signal: signal, gracePeriod: .seconds(5))
             }
             state.components[component.rawValue]?.process = nil
+            if let storage = state.component(component)?.brokerStorage?.process {
+                try await ChildProcess.terminate(storage, signal: seaweedSignal, gracePeriod: .seconds(5))
+                state.components[component.rawValue]?.brokerStorage?.process = nil
+            }
         }
         OwnedStacks.shared.unregister(directory)
         StackOutsideFiles.removeAll(stackDirectory: directory)
@@ -351,7 +383,8 @@ public actor NativeStack {
             logPath: "\(directory)/\(component.rawValue).log",
             process: nil,
             isPaused: false,
-            seaweed: component == .s3 ? try SeaweedPorts.pick() : nil
+            seaweed: component == .s3 ? try SeaweedPorts.pick() : nil,
+            brokerStorage: component == .kafka ? try BrokerStorageState.fresh(stackDirectory: directory) : nil
         )
         if component == .postgres {
             try await PostgresTemplate(toolchain: toolchain).copy(into: dataDirectory + "/data")
@@ -388,36 +421,14 @@ public actor NativeStack {
             ])
         case .s3:
             guard let inner = info.seaweed else { throw ProdReadyError(.corruptState, "the s3 component of stack \(id) has no SeaweedFS ports recorded (a stack from before SeaweedFS?); remove it with `prodready down`") }
-            // The identity makes the server check every request's signature: an unknown key or a wrong secret
-            // is refused, as by a real deployment. Written on every launch so a changed key takes effect.
-            let identities = info.dataDirectory + "/s3-identities.json"
-            try writeTextFile(identities, Self.seaweedIdentities())
-            chmod(identities, 0o600)
-            let grpc = SeaweedPorts.grpcOffset
-            // Its logs go to TMPDIR; its Unix sockets go to fixed paths in /tmp, recorded for removal with the stack.
-            try makeDirectories(info.dataDirectory + "/tmp")
-            var environment = currentEnvironment()
-            environment["TMPDIR"] = info.dataDirectory + "/tmp"
-            try StackOutsideFiles.record(inner.socketPaths(s3Port: info.port), stackDirectory: directory)
-            return Launch(executable: try toolchain.seaweed(), arguments: [
-                "mini", "-dir=\(info.dataDirectory)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-master.port=\(inner.master)", "-master.port.grpc=\(inner.master + grpc)",
-                "-volume.port=\(inner.volume)", "-volume.port.grpc=\(inner.volume + grpc)",
-                "-filer.port=\(inner.filer)", "-filer.port.grpc=\(inner.filer + grpc)",
-                "-s3.port=\(info.port)", "-s3.port.grpc=\(info.port + grpc)",
-                "-admin.port=\(inner.admin)", "-admin.port.grpc=\(inner.admin + grpc)",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
-                // As AWS answers: deleting a bucket that still holds objects is refused (BucketNotEmpty), and a PUT
-                // into a bucket that does not exist is NoSuchBucket rather than a bucket created on the fly.
-                "-s3.allowDeleteBucketNotEmpty=false", "-s3.autoCreateBucket=false", "-s3.config=\(identities)",
-            ], environment: environment)
+            return try seaweedLaunch(s3Port: info.port, inner: inner, dataDirectory: info.dataDirectory)
         case .kafka:
-            guard let s3 = state.component(.s3) else { throw ProdReadyError(.notRunning, "kafka needs s3 in the same stack") }
+            guard let storage = info.brokerStorage else { throw Self.noBrokerStorage(id) }
             var environment = currentEnvironment()
             environment["AWS_ACCESS_KEY_ID"] = Self.s3AccessKey
             environment["AWS_SECRET_ACCESS_KEY"] = Self.s3SecretKey
             environment["AWS_DEFAULT_REGION"] = Self.s3Region
-            environment["AWS_ENDPOINT"] = "http://127.0.0.1:\(s3.port)"
+            environment["AWS_ENDPOINT"] = "http://127.0.0.1:\(storage.port)"
             environment["AWS_ALLOW_HTTP"] = "true"
             let listener = "tcp://127.0.0.1:\(info.port)"
             return Launch(executable: try toolchain.tansu(), arguments: [
@@ -451,14 +462,108 @@ public actor NativeStack {
         throw ProdReadyError(.timeout, "\(component) did not answer a round trip within 60 s; last log lines:\n\(logTail(logPath))", underlying: lastError)
     }
 
-    private func afterStart(_ component: Component, info: NativeComponentState) async throws {
-        guard component == .s3 else { return }
-        let endpoints = endpoints
-        // The broker keeps its log in this bucket; it must exist before the broker starts.
+    /// `weed mini` serving S3 on `s3Port` with its inner servers on `inner`, data under `dataDirectory`.
+    private func seaweedLaunch(s3Port: Int, inner: SeaweedPorts, dataDirectory: String) throws -> Launch {
+        // The identity makes the server check every request's signature: an unknown key or a wrong secret
+        // is refused, as by a real deployment. Written on every launch so a changed key takes effect.
+        let identities = dataDirectory + "/s3-identities.json"
+        try makeDirectories(dataDirectory)
+        try writeTextFile(identities, Self.seaweedIdentities())
+        chmod(identities, 0o600)
+        let grpc = SeaweedPorts.grpcOffset
+        // Its logs go to TMPDIR; its Unix sockets go to fixed paths in /tmp, recorded for removal with the stack.
+        try makeDirectories(dataDirectory + "/tmp")
+        var environment = currentEnvironment()
+        environment["TMPDIR"] = dataDirectory + "/tmp"
+        try StackOutsideFiles.record(inner.socketPaths(s3Port: s3Port), stackDirectory: directory)
+        return Launch(executable: try toolchain.seaweed(), arguments: [
+            "mini", "-dir=\(dataDirectory)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.port=\(inner.master)", "-master.port.grpc=\(inner.master + grpc)",
+            "-volume.port=\(inner.volume)", "-volume.port.grpc=\(inner.volume + grpc)",
+            "-filer.port=\(inner.filer)", "-filer.port.grpc=\(inner.filer + grpc)",
+            "-s3.port=\(s3Port)", "-s3.port.grpc=\(s3Port + grpc)",
+            "-admin.port=\(inner.admin)", "-admin.port.grpc=\(inner.admin + grpc)",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false", "-admin.ui=false", "-master.telemetry=false",
+            // As AWS answers: deleting a bucket that still holds objects is refused (BucketNotEmpty), and a PUT
+            // into a bucket that does not exist is NoSuchBucket rather than a bucket created on the fly.
+            "-s3.allowDeleteBucketNotEmpty=false", "-s3.autoCreateBucket=false", "-s3.config=\(identities)",
+        ], environment: environment)
+    }
+
+    /// Starts the broker's own S3 server unless it runs, and waits until the broker's bucket exists on it.
+    /// A first launch that lost a freshly picked port to another process tries again on new ports.
+    private func startBrokerStorage(
+        of kafka: NativeComponentState, isFirstLaunch: Bool, progress: (@Sendable (String) -> Void)?
+    ) async throws -> BrokerStorageState {
+        guard var storage = kafka.brokerStorage else { throw Self.noBrokerStorage(id) }
+        if storage.process?.isAlive == true { return storage }
+        for attempt in 1... {
+            if LoopbackPort.isListening(storage.port) {
+                throw ProdReadyError(.portInUse, "port \(storage.port) for the broker's S3 storage is already in use by another process")
+            }
+            let launch = try seaweedLaunch(s3Port: storage.port, inner: storage.seaweed, dataDirectory: storage.dataDirectory)
+            let child = try ChildProcess(
+                executable: launch.executable, arguments: launch.arguments, environment: launch.environment, logPath: storage.logPath
+            )
+            storage.process = child.identity
+            // Recorded before the wait, so the watchdog and a teardown know the process even if this start fails.
+            var recorded = kafka
+            recorded.brokerStorage = storage
+            state.components[Component.kafka.rawValue] = recorded
+            try persist()
+            do {
+                try await waitForBrokerBucket(storage, process: child.identity)
+                return storage
+            } catch {
+                try? await ChildProcess.kill(child.identity)
+                storage.process = nil
+                state.components[Component.kafka.rawValue]?.brokerStorage = storage
+                try? persist()
+                guard isFirstLaunch, attempt < 3, Self.lostItsPort(logTail(storage.logPath, lines: 40).lowercased()) else { throw error }
+                progress?("the broker's S3 storage lost port \(storage.port) to another process; retrying on a new port")
+                storage = try BrokerStorageState.fresh(stackDirectory: directory)
+            }
+        }
+        fatalError("unreachable: the loop above returns or throws")
+    }
+
+    /// Polls until the broker's storage answers a signed request creating (or finding) the broker's bucket.
+    private func waitForBrokerBucket(_ storage: BrokerStorageState, process: ProcessIdentity) async throws {
         let client = S3Client(configuration: try S3Configuration(
-            endpoint: endpoints.s3!.url, accessKey: Self.s3AccessKey, secretKey: Self.s3SecretKey, region: Self.s3Region
+            endpoint: "http://127.0.0.1:\(storage.port)", accessKey: Self.s3AccessKey, secretKey: Self.s3SecretKey, region: Self.s3Region
         ))
-        try await client.createBucket(Self.brokerBucket)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(60)
+        var lastError: (any Error)?
+        while clock.now < deadline {
+            ChildReaper.shared.reap()
+            guard process.isAlive else {
+                throw ProdReadyError(.processFailed, "the broker's S3 storage exited while starting; last log lines:\n\(logTail(storage.logPath))")
+            }
+            if LoopbackPort.isAccepting(storage.port) {
+                do {
+                    try await client.createBucket(Self.brokerBucket)
+                    return
+                } catch {
+                    lastError = error
+                }
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ProdReadyError(
+            .timeout, "the broker's S3 storage did not create bucket '\(Self.brokerBucket)' within 60 s; last log lines:\n\(logTail(storage.logPath))",
+            underlying: lastError
+        )
+    }
+
+    private static func noBrokerStorage(_ id: String) -> ProdReadyError {
+        ProdReadyError(.corruptState, "the kafka component of stack \(id) has no broker storage recorded (a stack from before the broker had its own S3 server); remove it with `prodready down`")
+    }
+
+    /// Whether a start failed because another process took the port between picking and binding. SeaweedFS says
+    /// so in words of its own ("port … is not available").
+    private static func lostItsPort(_ lowercasedLog: String) -> Bool {
+        lowercasedLog.contains("address already in use") || (lowercasedLog.contains("port") && lowercasedLog.contains("is not available"))
     }
 
     /// SeaweedFS's S3 identity file: the stack's one account, allowed everything.

@@ -77,7 +77,7 @@ public struct Toolchain: Sendable {
             case .redis: _ = try redisServer()
             case .nats: _ = try natsServer()
             case .s3: _ = try seaweed()
-            case .kafka: _ = try tansu()
+            case .kafka: _ = try tansu(); _ = try seaweed()
             }
         }
     }

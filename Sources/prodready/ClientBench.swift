@@ -77,7 +77,6 @@ struct ClientBench: AsyncParsableCommand {
 
     func run() async throws {
         let home = options.resolvedHome
-        // `ensure` also starts what these depend on (the broker stores its log in S3).
         let components = Component.closure(Set(only).map(\.component))
         let stack = try NativeStack(directory: StackLocations.newOwnedStack(home: home, label: "bench-clients"), home: home, owned: true)
         let failed: [String]

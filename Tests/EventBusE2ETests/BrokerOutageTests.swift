@@ -5,7 +5,7 @@ import ProdReadyKafka
 import TestSupport
 
 /// EventBusE2E replays after a broker outage. The first check: what the broker acknowledged before an
-/// outage is readable after it (the embedded broker keeps its log in S3).
+/// outage is readable after it (the embedded broker keeps its log in an S3 server of its own).
 @Suite("Event bus: broker outage", .requiresEmbedded(.kafka, .s3))
 struct BrokerOutageTests {
     @Test("acknowledged messages are all readable after the broker is SIGKILLed and restarted")

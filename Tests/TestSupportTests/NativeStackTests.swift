@@ -1,7 +1,9 @@
 import Testing
 import Foundation
+import Synchronization
 import ProdReadyCore
 import ProdReadyInfra
+import ProdReadyKafka
 import TestSupport
 #if canImport(Glibc)
 import Glibc
@@ -69,6 +71,40 @@ struct NativeStackTests {
             try await first.value
             // SeaweedFS takes most of a second before its S3 gateway listens; asking after that would test nothing.
             #expect(!answeredBeforeAsking, "S3 already answered when the second caller asked; the race was not exercised")
+        }
+    }
+
+    @Test("the broker keeps its log in an S3 server of its own: with the stack's S3 stopped it takes and serves messages, and its restart keeps them")
+    func brokerStorageIsItsOwn() async throws {
+        try await withPrivateStack([.s3, .kafka], label: "broker-storage") { stack in
+            let before = await stack.snapshot
+            let storage = try #require(before.component(.kafka)?.brokerStorage)
+            let storageProcess = try #require(storage.process)
+            #expect(storage.port != before.component(.s3)?.port, "the broker's storage is the stack's S3 server")
+            #expect(before.processes.contains(storageProcess), "the watchdog and teardown do not know the broker's storage")
+
+            try await stack.stop(.s3)
+            let servers = try #require(await stack.endpoints.kafkaBootstrapServers)
+            var configuration = KafkaConfiguration.embedded(bootstrapServers: servers)
+            configuration.deliveryTimeout = .seconds(20)
+            let topic = "outlives-s3"
+            try await KafkaAdmin(configuration: configuration).createTopic(topic, partitions: 1, timeout: .seconds(20))
+            let sent = (0..<20).map { "m\($0)" }
+            let outcomes = try await KafkaProducer(configuration: configuration).send(batch: sent.map { KafkaOutgoing(topic: topic, key: nil, value: Array($0.utf8)) })
+            let failures = outcomes.compactMap { if case .failure(let error) = $0 { error } else { nil } }
+            #expect(failures.isEmpty, "with the stack's S3 stopped, \(failures.count) of \(sent.count) sends failed, first: \(String(describing: failures.first))")
+
+            try await stack.restart(.kafka)
+            #expect(storageProcess.isAlive, "restarting the broker restarted its storage too")
+            let reader = try KafkaConsumer(configuration: configuration, groupID: "verify")
+            try await reader.assign([KafkaTopicPartition(topic, 0): .beginning])
+            let read = Mutex<[String]>([])
+            try await eventually("the \(sent.count) messages back after the broker's restart", timeout: .seconds(30)) {
+                let batch = try await reader.poll(upTo: sent.count, timeout: .milliseconds(200)).map(\.text)
+                let all = read.withLock { $0 += batch; return $0 }
+                return all.count >= sent.count ? .done(()) : .pending("read \(all)")
+            }
+            #expect(read.withLock { $0 } == sent)
         }
     }
 

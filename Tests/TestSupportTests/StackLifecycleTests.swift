@@ -43,7 +43,7 @@ struct StackLifecycleTests {
         let snapshot = await stack.snapshot
         let processes = snapshot.processes
         let ports = snapshot.ports
-        #expect(processes.count == 5)
+        #expect(processes.count == 6, "five components and the broker's own S3 server: \(processes)")
         #expect(processes.allSatisfy { $0.isAlive })
         try await stack.teardown(removeData: true)
         #expect(processes.filter(\.isAlive).isEmpty, "still alive: \(processes.filter(\.isAlive))")
