@@ -52,12 +52,12 @@ public struct OMSAuditTrail: Sendable {
         await recordOutsideCommand(record, id: UUID().uuidString.lowercased(), requestID: requestID)
     }
 
-    /// Records a write that is not a command: it happened in S3 already, so the row is enqueued right after it, in
-    /// a transaction of its own. Its id derives from what was written, so a repeated record is one event.
+    /// Records a write that is not a command: it happened in S3 already (or was refused), so the row is enqueued
+    /// right after it, by a statement of its own. Its id derives from what was written, so a repeated record is one event.
     func recordOutsideCommand(_ record: AuditRecord, id: String, requestID: String) async {
         do {
             let message = try message(.audit(id: id, at: Date(), correlationID: requestID, causationID: nil, record))
-            try await withDeadline(.seconds(2)) { [outbox] in try await outbox.transaction { try await $0.enqueue(message) } }
+            try await withDeadline(.seconds(2)) { [outbox] in try await outbox.enqueueWithoutWrite(message) }
         } catch {
             logger.warning("a refused write was not audited", metadata: ["event_type": "\(record.eventType)", "request_id": "\(requestID)", "error": "\(error)"])
         }

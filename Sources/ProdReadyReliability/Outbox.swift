@@ -77,6 +77,11 @@ public final class OutboxTransaction {
             throw ProdReadyError(.invalidArgument, "this outbox transaction has ended; enqueue inside the Outbox.transaction closure")
         }
         guard !messages.isEmpty else { return }
+        try await Self.insert(messages, schema: schema, logger: logger) { query in try await connection.query(query, logger: logger).collect() }
+    }
+
+    /// The one INSERT that enqueues `messages`, run by `run`; an event id already in the outbox is refused.
+    static func insert(_ messages: [OutboxMessage], schema: SQLIdentifier, logger: Logger, run: (PostgresQuery) async throws -> [PostgresRow]) async throws {
         let ids = messages.map(\.eventID)
         guard Set(ids).count == ids.count else { throw ProdReadyError(.invalidArgument, "the batch repeats an event id") }
         let types = messages.map(\.eventType)
@@ -96,7 +101,7 @@ public final class OutboxTransaction {
             """
         let inserted: [String]
         do {
-            inserted = try await connection.query(query, logger: logger).collect().map { try $0.decode(String.self) }
+            inserted = try await run(query).map { try $0.decode(String.self) }
         } catch {
             throw ProdReadyError.postgres(error, doing: "enqueueing \(messages.count) outbox events")
         }
@@ -130,6 +135,15 @@ public struct Outbox: Sendable {
             defer { transaction.isOpen = false }
             return try await body(transaction)
         }
+    }
+
+    /// Enqueues a message that records no business write of this database (a refused request, a write made
+    /// elsewhere): one single-row INSERT, atomic on its own, without the BEGIN and COMMIT round trips of
+    /// `transaction`. One message only: several would be stored up to the first already-known id, not all or none.
+    /// An event id already in the outbox is refused (`precondition_failed`).
+    public func enqueueWithoutWrite(_ message: OutboxMessage) async throws {
+        let client = self.client
+        try await OutboxTransaction.insert([message], schema: schema, logger: logger) { query in try await client.query(query, logger: logger).collect() }
     }
 
     /// Rows per status (`pending`, `processing`, `published`, `failed`).

@@ -10,6 +10,7 @@ import ProdReadyPerformance
 import ProdReadyPostgres
 import ProdReadyReliability
 import ProdReadyService
+import ProdReadyVerification
 
 /// `prodready bench audit`: the audit pipeline's figures of SPEC-audit on a private embedded stack.
 struct AuditBench: AsyncParsableCommand {
@@ -19,9 +20,12 @@ struct AuditBench: AsyncParsableCommand {
         discussion: """
         Boots a private stack (postgres, kafka, redis, s3, nats), the OMS, its outbox relay and the audit service, then: \
         (1) commits audit outbox rows into the OMS's outbox at --rate per second for --seconds, in transactions of 10 ms \
-        worth of events, as the OMS's instance worker writes them (the OMS's API itself takes about 70 commands/s on \
-        this machine, so it cannot be the source of 1,000 events/s), and records for each event the time from its commit \
-        (event_time) until the audit service committed its row (created_at); (2) stops the audit service, publishes \
+        worth of events, as the OMS's instance worker writes them (the OMS's API takes about 170 accepted creates/s on \
+        this machine, so they cannot be the source of 1,000 events/s), and records for each event the time from its commit \
+        (event_time) until the audit service committed its row (created_at); (1b) the whole path from HTTP: sends \
+        --http-rate writes per second for --http-seconds without a token to a database the bench created (a \
+        credential-stuffing burst: the OMS answers 401 and audits each attempt for the database's owner), then checks \
+        by request id that every refused write was stored exactly once and how fast the path carried them; (2) stops the audit service, publishes \
         --ingest events to the stream, starts it again and measures how fast it stores them; (3) loads --rows events \
         into audit_events with one INSERT … SELECT over generate_series (50 actors, 20 event types, 30 days) and vacuums it, then \
         times --queries filtered pages of 50 through the audit API. Prints percentiles next to the targets and each \
@@ -35,10 +39,12 @@ struct AuditBench: AsyncParsableCommand {
     @Option(help: "Events published for the ingest phase.") var ingest: Int = 50_000
     @Option(help: "Events loaded for the query phase.") var rows: Int = 1_000_000
     @Option(help: "Filtered pages requested in the query phase.") var queries: Int = 300
+    @Option(help: "Writes without a token sent per second to the OMS in the whole-path phase.") var httpRate: Int = 1000
+    @Option(help: "Length of the whole-path phase in seconds (0 skips it).") var httpSeconds: Int = 10
 
     func run() async throws {
         do {
-            try validateRanges([("--rate", rate, 1...20_000), ("--seconds", seconds, 1...3_600), ("--ingest", ingest, 1...2_000_000), ("--rows", rows, 0...20_000_000), ("--queries", queries, 1...100_000)])
+            try validateRanges([("--rate", rate, 1...20_000), ("--seconds", seconds, 1...3_600), ("--ingest", ingest, 1...2_000_000), ("--rows", rows, 0...20_000_000), ("--queries", queries, 1...100_000), ("--http-rate", httpRate, 1...20_000), ("--http-seconds", httpSeconds, 0...3_600)])
         } catch {
             throw fail(error)
         }
@@ -58,6 +64,7 @@ struct AuditBench: AsyncParsableCommand {
             throw ProdReadyError(.configuration, "the private stack reported no Postgres, NATS or audit URL")
         }
         let validator = PerformanceValidator()
+        var accountingFailed = false
         let subjects = AuditSubjects()
         let logger = Logger(label: "bench-audit", factory: { _ in SwiftLogNoOpLogHandler() })
         try await withPostgresClient(postgresURL) { postgres in
@@ -92,6 +99,13 @@ struct AuditBench: AsyncParsableCommand {
             propagation.elapsed = sending
             await validator.add(propagation)
             if slow > 0 { print("note: the bench fell behind its schedule \(slow) times (a transaction took longer than its 10 ms slot)") }
+
+            // 1b. The whole path from HTTP.
+            if httpSeconds > 0 {
+                let report = try await measureRefusedWrites(deployment, postgres: postgres, validator: validator)
+                print("\(report.isClean ? "✅" : "❌") whole path from HTTP, every refused write audited once: \(report)")
+                if !report.isClean { accountingFailed = true }
+            }
 
             // 2. Sustained ingest: a backlog on the stream, stored as fast as the audit service can.
             progress("ingest phase: stopping the audit service and publishing \(ingest) events")
@@ -177,7 +191,90 @@ struct AuditBench: AsyncParsableCommand {
         for record in await deployment.services.records() {
             print("peak resident memory of \(record.name): \(record.identity.flatMap { peakResidentMegabytes(pid: $0.pid) }.map { format($0) + " MB" } ?? "unknown")  (goal < 150 MB)")
         }
-        return !(await validator.summarize()).isEmpty
+        let missed = !(await validator.summarize()).isEmpty
+        return missed || accountingFailed
+    }
+
+    /// Phase 1b: writes without a token, sent open loop at `httpRate` to a database of the bench's own. Each is
+    /// refused with 401 and audited for the database's owner: a request to the OMS, an outbox row committed with
+    /// the refusal, the relay, the stream, the audit service, the stored row. The cheapest audited request, so the
+    /// one that can reach 1,000 events/s from HTTP on this machine; accepted writes stop near 170/s at the OMS.
+    private func measureRefusedWrites(_ deployment: PrivateOMSDeployment, postgres: PostgresClient, validator: PerformanceValidator) async throws -> LossReport {
+        let tenant = "bench-http"
+        let database = "bench-http"
+        let owner = try await deployment.client(tenant: tenant)
+        let created = try await owner.post("/api/v1/database/create", ["name": .string(database)])
+        guard created.status == 202 else { throw ProdReadyError(.protocolError, "creating database \(database) answered \(created)") }
+        let clock = ContinuousClock()
+        let createDeadline = clock.now + .seconds(60)
+        while try await owner.get("/api/v1/database/exists/\(database)").data?["exists"]?.boolValue != true {
+            guard clock.now < createDeadline else { throw ProdReadyError(.timeout, "database \(database) did not exist 60 s after its create was accepted") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+
+        let total = httpRate * httpSeconds
+        progress("whole-path phase: \(total) writes without a token to \(database) at \(httpRate)/s")
+        let attacker = ServiceClient(baseURL: deployment.baseURL)
+        let ledger = OperationLedger()
+        let firstSent = Date()
+        let began = clock.now
+        var answers = await validator.newMeasurement("OMS refused write (401, audited) at \(httpRate)/s, API latency", thresholds: [])
+        let outcomes = try await withThrowingTaskGroup(of: (Duration, Int?).self) { group in
+            for index in 0..<total {
+                try await clock.sleep(until: began + .microseconds(Int64(index) * 1_000_000 / Int64(httpRate)))
+                group.addTask {
+                    let id = "bench-http-\(index)"
+                    let sent = clock.now
+                    // Only a 401 promises an audit event; a timeout may or may not have made one.
+                    guard let answer = try? await attacker.request(
+                        "POST", "/api/v1/database/\(database)/ontology", json: ["id": "Stolen", "label": "Stolen"], headers: [("X-Request-ID", id)], timeout: .seconds(30))
+                    else { ledger.indeterminate(id); return (clock.now - sent, nil) }
+                    if answer.status == 401 { ledger.acknowledged(id) } else { ledger.refused(id) }
+                    return (clock.now - sent, answer.status)
+                }
+            }
+            var outcomes: [(Duration, Int?)] = []
+            for try await outcome in group { outcomes.append(outcome) }
+            return outcomes
+        }
+        answers.elapsed = clock.now - began
+        outcomes.forEach { answers.record(latency: $0.0) }
+        await validator.add(answers)
+        let otherStatuses = Dictionary(grouping: outcomes.compactMap(\.1).filter { $0 != 401 }, by: { $0 }).mapValues(\.count)
+        if !otherStatuses.isEmpty || ledger.count(.indeterminate) > 0 {
+            print("note: of \(total) writes without a token, \(ledger.count(.indeterminate)) got no answer and these got another status than 401: \(otherStatuses.sorted { $0.key < $1.key })")
+        }
+
+        progress("sent \(total) in \(format(answers.elapsed.milliseconds)) ms; waiting for their audit events")
+        let fates = ledger.snapshot
+        let rowsQuery: PostgresQuery = """
+            SELECT request_id, (extract(epoch FROM created_at - event_time) * 1000000)::bigint, extract(epoch FROM created_at)::float8
+            FROM audit.audit_events WHERE actor_tenant_id = \(tenant) AND event_type = 'auth.unauthorized'
+            """
+        var report = LossAccounting.account(fates: fates, observed: [])
+        var rows: [(String, Int64, Double)] = []
+        let deadline = clock.now + .seconds(120)
+        repeat {
+            rows = try await postgres.query(rowsQuery).collect().map { try $0.decode((String?, Int64, Double).self) }.map { ($0.0 ?? "(none)", $0.1, $0.2) }
+            report = LossAccounting.account(fates: fates, observed: rows.map(\.0))
+            if report.lost.isEmpty { break }
+            try await Task.sleep(for: .milliseconds(200))
+        } while clock.now < deadline
+        report.convergedAfter = report.lost.isEmpty ? clock.now - began : nil
+
+        var propagation = await validator.newMeasurement(
+            "audit propagation of refused writes from HTTP, OMS commit -> stored row at \(httpRate)/s", thresholds: [.latency(percentile: 95, atMost: .milliseconds(100))])
+        rows.forEach { propagation.record(latency: .microseconds(max(0, $0.1))) }
+        propagation.elapsed = answers.elapsed
+        await validator.add(propagation)
+        if let lastStored = rows.map(\.2).max() {
+            var wholePath = await validator.newMeasurement(
+                "audit events through the whole path from HTTP (first request sent -> last row stored)", thresholds: [.throughput(atLeast: 1_000)])
+            wholePath.elapsed = .milliseconds(Int64((lastStored - firstSent.timeIntervalSince1970) * 1_000))
+            wholePath.record(operations: rows.count)
+            await validator.add(wholePath)
+        }
+        return report
     }
 
     /// Polls until `tenant` has `count` stored events.

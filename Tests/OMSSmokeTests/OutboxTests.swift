@@ -120,6 +120,22 @@ struct OutboxTests {
         }
     }
 
+    @Test("an event recording no write of this database is enqueued by one statement: pending with its fields, a repeated id refused and nothing else written")
+    func enqueueWithoutWrite() async throws {
+        try await withSchema { clients, schema in
+            let outbox = Outbox(client: clients[0], schema: schema)
+            try await outbox.enqueueWithoutWrite(try orderMessage(1))
+            try await outbox.enqueueWithoutWrite(try orderMessage(2))
+            #expect(try await count(clients[0], schema, "outbox_events", where: "status = 'pending' AND subject = 'orders' AND correlation_id IN ('checkout-1', 'checkout-2')") == 2)
+            let duplicate = await #expect(throws: ProdReadyError.self) {
+                try await outbox.enqueueWithoutWrite(try orderMessage(2))
+            }
+            #expect(duplicate?.code == .preconditionFailed)
+            #expect(duplicate?.message.contains("order-placed-2") == true)
+            #expect(try await count(clients[0], schema, "outbox_events") == 2)
+        }
+    }
+
     @Test("4 relays over 2,000 rows: every row published exactly once")
     func concurrentRelays() async throws {
         try await withSchema(pools: 4, maximumConnections: 2) { clients, schema in
