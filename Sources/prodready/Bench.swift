@@ -52,7 +52,7 @@ struct StackBench: AsyncParsableCommand {
             print("first consumer-group assignment + message after boot:         \(summary(groupJoin))")
             for component in Component.allCases.sorted() {
                 guard let values = perComponent[component] else { continue }
-                let note = component == .kafka ? " (starts once s3 answers)" : ""
+                let note = component == .kafka ? " (its own S3 server first, then the broker)" : ""
                 print("  \(component.rawValue.padding(toLength: 8, withPad: " ", startingAt: 0)) launch to round trip, in the cold boot: \(summary(values))\(note)")
             }
             print("teardown after every run: 0 processes, 0 listening ports (checked)")
