@@ -123,10 +123,13 @@ public enum OMSSoak {
         .pauseProcess(OMSProcesses.instanceWorker), .pauseProcess(OMSProcesses.projectionWorker),
     ]
 
-    /// Enough faults for `seconds` (a fault with its convergence takes at least 6 s); the run stops drawing from it
-    /// when the time is up.
+    /// Enough faults for `seconds` however fast they converge: none lasts less than its hold. The run stops drawing
+    /// from the schedule when the time is up. (At one fault per 6 s, the old count, a soak whose faults converged in
+    /// about 5 s ran out of faults after 9 of its 10 minutes.) The schedule only grows with the time: the first
+    /// faults of a seed stay the same.
     public static func schedule(seconds: Int, seed: UInt64, hold: Duration = .seconds(2)) -> FaultSchedule {
-        FaultSchedule.draw(seed: seed, count: max(1, seconds / 6), from: faultKinds, hold: hold)
+        let holdSeconds = max(1, Int(hold.components.seconds))
+        return FaultSchedule.draw(seed: seed, count: max(1, seconds / holdSeconds), from: faultKinds, hold: hold)
     }
 
     /// One outcome per fault, then one for the whole soak.

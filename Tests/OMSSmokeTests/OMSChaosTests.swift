@@ -18,6 +18,15 @@ struct OMSChaosTests {
         }
     }
 
+    @Test("the soak's schedule cannot run out before its time (no fault is shorter than its 2 s hold), and a longer soak keeps a seed's first faults")
+    func soakScheduleCoversItsTime() {
+        let minute = OMSSoak.schedule(seconds: 60, seed: 123)
+        let tenMinutes = OMSSoak.schedule(seconds: 600, seed: 123)
+        #expect(minute.faults.count >= 30, "\(minute.faults.count) faults for 60 s")
+        #expect(tenMinutes.faults.count >= 300, "\(tenMinutes.faults.count) faults for 600 s")
+        #expect(tenMinutes.faults.prefix(minute.faults.count).map(\.description) == minute.faults.map(\.description))
+    }
+
     @Test("out of order: with the publisher stopped, v2 injected first is done, v1 after it is skipped_stale, and the instance and its document show v2",
           .requiresEmbedded(.postgres, .kafka, .redis, .s3), .ownDeployment("OMS_BASE_URL", because: "stops its publisher"))
     func outOfOrder() async throws {
