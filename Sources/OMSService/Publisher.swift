@@ -66,6 +66,8 @@ public actor OMSPublisher: Service {
     private let clock = ContinuousClock()
 
     public static let crashPointNames: Set<String> = ["after_publish"]
+    /// A batch's delivery reports taking longer than this is logged (at notice): normally they take milliseconds.
+    static let slowSend: Duration = .seconds(1)
 
     public init(
         store: OMSEventStore, postgres: PostgresClient, schema: SQLIdentifier, producer: KafkaProducer, settings: Settings, crashPoints: CrashPoints? = nil,
@@ -86,13 +88,23 @@ public actor OMSPublisher: Service {
             while let readiness = self.readiness, readiness.waitingFor.contains(OMSWorkerSettings.preparedCondition), !Task.isCancelled {
                 try? await Task.sleep(for: .milliseconds(50))
             }
+            // The first failure of a run of failed rounds and how many there were: when publishing resumes, a notice
+            // says so, so a slow convergence after an outage can be timed from the publisher's own log.
+            var failing: (since: ContinuousClock.Instant, rounds: Int)?
             while !Task.isCancelled {
                 do {
                     let round = try await self.publishRound()
+                    if let run = failing {
+                        self.logger.notice("publishing again after failed rounds", metadata: [
+                            "rounds": "\(run.rounds)", "failing_ms": "\(Int((self.clock.now - run.since).milliseconds))", "published": "\(round.published)",
+                        ])
+                        failing = nil
+                    }
                     if round.published + round.tombstonesPassed == 0 { try await Task.sleep(for: self.settings.idleInterval) }
                 } catch is CancellationError {
                     return
                 } catch {
+                    failing = (failing?.since ?? self.clock.now, (failing?.rounds ?? 0) + 1)
                     self.logger.warning("publish round failed; retrying", metadata: ["error": "\(error)"])
                     try? await Task.sleep(for: self.settings.retryInterval)
                 }
@@ -145,7 +157,14 @@ public actor OMSPublisher: Service {
                 return KafkaOutgoing(topic: topic, key: Array(event.aggregateID.utf8), value: event.encoded(), headers: [KafkaHeader("event_id", event.eventID), KafkaHeader("event_type", event.eventType)])
             }
             var unplaced = 0
-            for result in try await producer.send(batch: messages) {
+            let sendBegan = clock.now
+            let outcomes = try await producer.send(batch: messages)
+            // A send waits inside librdkafka while the broker is away or the producer reconnects; say how long.
+            let waited = clock.now - sendBegan
+            if waited > Self.slowSend {
+                logger.notice("a batch waited for Kafka", metadata: ["database": "\(database)", "count": "\(messages.count)", "waited_ms": "\(Int(waited.milliseconds))"])
+            }
+            for result in outcomes {
                 // Any refusal: no checkpoint, the next round sends the batch again.
                 if try result.get().offset < 0 { unplaced += 1 }
             }

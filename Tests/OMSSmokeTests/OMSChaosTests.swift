@@ -42,8 +42,9 @@ struct OMSChaosTests {
     func soak() async throws {
         let environment = ProcessInfo.processInfo.environment
         let seconds = environment["PRODREADY_SOAK_SECONDS"].flatMap(Int.init) ?? 60
-        var random = SeededRandom.fromEnvironment(label: "oms soak")
-        let seed = random.next()
+        // The printed seed is the schedule's own, so both lines name the same value to replay with (a value drawn
+        // from it used to be printed second, under the same "replay with" hint).
+        let seed = SeededRandom.fromEnvironment(label: "oms soak").seed
         try await withOMSChaosTarget(label: "soak") { target in
             let outcomes = try await OMSSoak.run(on: target, seconds: seconds, seed: seed)
             #expect(outcomes.count >= 2, "a soak of \(seconds) s ran \(outcomes.count - 1) faults")
