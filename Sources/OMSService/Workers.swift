@@ -1,5 +1,6 @@
 public import Logging
 public import OMSContract
+import Foundation
 import ProdReadyCore
 public import ProdReadyKafka
 public import ProdReadyReliability
@@ -49,6 +50,8 @@ protocol OMSEventHandling: Sendable {
 extension OMSEventHandling {
     /// How many aggregates of one polled batch are handled at once.
     static var parallelAggregates: Int { 16 }
+    /// Events older than this when received mean the worker is working off a backlog (normally they are tens of ms old).
+    static var lagging: TimeInterval { 1 }
 
     /// The worker's `Service.run`: consumes until graceful shutdown, then leaves the group.
     func consumeUntilShutdown() async throws {
@@ -75,6 +78,10 @@ extension OMSEventHandling {
         }
         defer { rebalances.cancel() }
         var announced = false
+        // Batches holding events older than `Self.lagging`: a backlog being worked off (after an outage, a
+        // rebalance). When the worker is current again it logs how many events that took, how long, and the oldest
+        // event's age, so a slow convergence's excerpt shows when the worker got its messages and how long it worked.
+        var backlog: (since: Date, handledBy: Date, events: Int, oldest: TimeInterval)?
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if !announced, let joined, (try? await consumer.assignment().isEmpty) == false {
                 joined.satisfy(OMSWorkerSettings.joinedCondition)
@@ -102,6 +109,15 @@ extension OMSEventHandling {
                     logger.error("skipping an undecodable message", metadata: ["topic": "\(message.topic)", "offset": "\(message.offset)", "error": "\(error)"])
                 }
             }
+            let received = Date()
+            let oldest = byAggregate.values.joined().map { received.timeIntervalSince($0.occurredAt) }.max() ?? 0
+            if oldest <= Self.lagging, let run = backlog {
+                logger.notice("caught up with a backlog", metadata: [
+                    "events": "\(run.events)", "oldest_ms": "\(Int(run.oldest * 1000))",
+                    "first_received": "\(InternetTime.format(run.since))", "working_ms": "\(Int(run.handledBy.timeIntervalSince(run.since) * 1000))",
+                ])
+                backlog = nil
+            }
             let finished = await withTaskGroup(of: Bool.self) { group in
                 var running = 0
                 var all = true
@@ -124,6 +140,9 @@ extension OMSEventHandling {
             }
             // Shut down mid-batch: nothing stored, the batch is delivered again to whoever reads next.
             guard finished else { return }
+            if oldest > Self.lagging {
+                backlog = (backlog?.since ?? received, Date(), (backlog?.events ?? 0) + messages.count, max(backlog?.oldest ?? 0, oldest))
+            }
             // Stored offsets are committed in the background (the consumer's automatic commit interval) and on
             // close: a synchronous commit per batch held the next poll for a broker round trip, which on the
             // embedded broker (offsets written to S3) was most of a hop's latency. A crash redelivers what was
