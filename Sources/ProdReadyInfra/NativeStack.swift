@@ -440,26 +440,40 @@ public actor NativeStack {
     }
 
     private func waitUntilReady(_ component: Component, process: ProcessIdentity, logPath: String) async throws {
+        let endpoints = endpoints
+        try await pollUntilAnswering(
+            "\(component)", doing: "answer a round trip", port: state.component(component)!.port, process: process, logPath: logPath,
+            interval: .milliseconds(component == .postgres ? 10 : 20)
+        ) {
+            _ = try await HealthProbe.roundTrip(component, endpoints: endpoints, timeout: .seconds(5))
+        }
+    }
+
+    /// Tries `probe` whenever `port` accepts connections until it succeeds, for at most 60 s; fails at once,
+    /// with the server's last log lines, if `process` exits meanwhile.
+    private func pollUntilAnswering(
+        _ what: String, doing action: String, port: Int, process: ProcessIdentity, logPath: String, interval: Duration,
+        probe: () async throws -> Void
+    ) async throws {
         let clock = ContinuousClock()
         let deadline = clock.now + .seconds(60)
-        let port = state.component(component)!.port
         var lastError: (any Error)?
         while clock.now < deadline {
             ChildReaper.shared.reap()
             guard process.isAlive else {
-                throw ProdReadyError(.processFailed, "\(component) exited while starting; last log lines:\n\(logTail(logPath))")
+                throw ProdReadyError(.processFailed, "\(what) exited while starting; last log lines:\n\(logTail(logPath))")
             }
             if LoopbackPort.isAccepting(port) {
                 do {
-                    _ = try await HealthProbe.roundTrip(component, endpoints: endpoints, timeout: .seconds(5))
+                    try await probe()
                     return
                 } catch {
                     lastError = error
                 }
             }
-            try await Task.sleep(for: .milliseconds(component == .postgres ? 10 : 20))
+            try await Task.sleep(for: interval)
         }
-        throw ProdReadyError(.timeout, "\(component) did not answer a round trip within 60 s; last log lines:\n\(logTail(logPath))", underlying: lastError)
+        throw ProdReadyError(.timeout, "\(what) did not \(action) within 60 s; last log lines:\n\(logTail(logPath))", underlying: lastError)
     }
 
     /// `weed mini` serving S3 on `s3Port` with its inner servers on `inner`, data under `dataDirectory`.
@@ -532,28 +546,12 @@ public actor NativeStack {
         let client = S3Client(configuration: try S3Configuration(
             endpoint: "http://127.0.0.1:\(storage.port)", accessKey: Self.s3AccessKey, secretKey: Self.s3SecretKey, region: Self.s3Region
         ))
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(60)
-        var lastError: (any Error)?
-        while clock.now < deadline {
-            ChildReaper.shared.reap()
-            guard process.isAlive else {
-                throw ProdReadyError(.processFailed, "the broker's S3 storage exited while starting; last log lines:\n\(logTail(storage.logPath))")
-            }
-            if LoopbackPort.isAccepting(storage.port) {
-                do {
-                    try await client.createBucket(Self.brokerBucket)
-                    return
-                } catch {
-                    lastError = error
-                }
-            }
-            try await Task.sleep(for: .milliseconds(20))
+        try await pollUntilAnswering(
+            "the broker's S3 storage", doing: "create bucket '\(Self.brokerBucket)'", port: storage.port, process: process, logPath: storage.logPath,
+            interval: .milliseconds(20)
+        ) {
+            try await client.createBucket(Self.brokerBucket)
         }
-        throw ProdReadyError(
-            .timeout, "the broker's S3 storage did not create bucket '\(Self.brokerBucket)' within 60 s; last log lines:\n\(logTail(storage.logPath))",
-            underlying: lastError
-        )
     }
 
     private static func noBrokerStorage(_ id: String) -> ProdReadyError {

@@ -252,28 +252,23 @@ struct AuditBench: AsyncParsableCommand {
         }
 
         progress("sent \(total) in \(format(answers.elapsed.milliseconds)) ms; waiting for their audit events")
-        let fates = ledger.snapshot
-        let rowsQuery: PostgresQuery = """
-            SELECT request_id, (extract(epoch FROM created_at - event_time) * 1000000)::bigint, extract(epoch FROM created_at)::float8
+        let report = try await LossAccounting.converge(ledger, since: began, timeout: .seconds(120), interval: .milliseconds(200)) {
+            try await postgres.query("""
+                SELECT coalesce(request_id, '(none)') FROM audit.audit_events WHERE actor_tenant_id = \(tenant) AND event_type = 'auth.unauthorized'
+                """).collect().map { try $0.decode(String.self) }
+        }
+        // Once, after the accounting: each stored row's propagation and when it was stored.
+        let rows = try await postgres.query("""
+            SELECT (extract(epoch FROM created_at - event_time) * 1000000)::bigint, extract(epoch FROM created_at)::float8
             FROM audit.audit_events WHERE actor_tenant_id = \(tenant) AND event_type = 'auth.unauthorized'
-            """
-        var report = LossAccounting.account(fates: fates, observed: [])
-        var rows: [(String, Int64, Double)] = []
-        let deadline = clock.now + .seconds(120)
-        repeat {
-            rows = try await postgres.query(rowsQuery).collect().map { try $0.decode((String?, Int64, Double).self) }.map { ($0.0 ?? "(none)", $0.1, $0.2) }
-            report = LossAccounting.account(fates: fates, observed: rows.map(\.0))
-            if report.lost.isEmpty { break }
-            try await Task.sleep(for: .milliseconds(200))
-        } while clock.now < deadline
-        report.convergedAfter = report.lost.isEmpty ? clock.now - began : nil
+            """).collect().map { try $0.decode((Int64, Double).self) }
 
         var propagation = await validator.newMeasurement(
             "audit propagation of refused writes from HTTP, OMS commit -> stored row at \(httpRate)/s offered", thresholds: [.latency(percentile: 95, atMost: .seconds(1))])
-        rows.forEach { propagation.record(latency: .microseconds(max(0, $0.1))) }
+        rows.forEach { propagation.record(latency: .microseconds(max(0, $0.0))) }
         propagation.elapsed = answers.elapsed
         await validator.add(propagation)
-        if let lastStored = rows.map(\.2).max() {
+        if let lastStored = rows.map(\.1).max() {
             var wholePath = await validator.newMeasurement(
                 "audit events through the whole path from HTTP (first request sent -> last row stored)", thresholds: [.throughput(atLeast: 1_000)])
             wholePath.elapsed = .milliseconds(Int64((lastStored - firstSent.timeIntervalSince1970) * 1_000))
