@@ -6,7 +6,7 @@ import ProdReadyInfra
 import ProdReadyKafka
 import ProdReadyS3
 import ProdReadyService
-public import ProdReadyVerification
+import ProdReadyVerification
 import Synchronization
 
 /// SPEC-oms item 4: with the publisher stopped, two updates of one instance (v1, v2) are accepted; v2's command

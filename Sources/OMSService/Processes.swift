@@ -169,6 +169,7 @@ public enum OMSProcess {
         // arrived meanwhile: librdkafka's 500 ms default put up to half a second on each of the two hops.
         var consumerConfiguration = kafka
         consumerConfiguration.properties.merge(["fetch.wait.max.ms": "20"]) { given, _ in given }
+        consumerConfiguration.sessionTimeoutMilliseconds = OMSWorkerSettings.groupSessionTimeoutMilliseconds
         let isWorker = kind == .instanceWorker || kind == .projectionWorker
         let readiness = Readiness(waitingFor: isWorker ? ["migrations", OMSWorkerSettings.joinedCondition] : ["migrations"])
         let authority = try await TokenAuthority(secret: settings.jwtSecret)
@@ -199,7 +200,7 @@ public enum OMSProcess {
             router.addHealthRoutes(checks: [postgresCheck, s3Check, HealthCheck("redis", critical: false) { try await readStore.ping() }], readiness: readiness, envelope: .successData)
             let aggregates = try SequenceAllocator(client: postgres, schema: schema, aggregateType: OMSAPIDependencies.aggregateType, operationTimeout: postgresDeadline)
             OMSAPI.addRoutes(to: router, OMSAPIDependencies(store: store, writeModel: writeModel, readStore: readStore, aggregates: aggregates, logger: logger))
-            let sessionTimeout = kafka.properties["session.timeout.ms"].flatMap { Int($0) } ?? kafka.sessionTimeoutMilliseconds ?? 45_000
+            let sessionTimeout = consumerConfiguration.properties["session.timeout.ms"].flatMap { Int($0) } ?? consumerConfiguration.sessionTimeoutMilliseconds ?? 45_000
             router.addConfigurationRoute(role: .reader) {
                 let stream = AuditSubjects(prefix: settings.auditSubjectPrefix).stream
                 return [

@@ -1,5 +1,5 @@
 public import Logging
-public import OMSContract
+import OMSContract
 import Foundation
 import ProdReadyCore
 public import ProdReadyKafka
@@ -23,6 +23,13 @@ public struct OMSWorkerSettings: Sendable {
     public static let joinedCondition = "consumer joined"
     /// The readiness condition the process satisfies once migrations ran and topics exist.
     public static let preparedCondition = "migrations"
+    /// The workers' consumer-group session timeout (the embedded profile's is 3 s; `OMS_KAFKA_PROPERTIES` with
+    /// `session.timeout.ms` overrides it). After a broker restart, the broker still lists a worker's member from
+    /// before the outage, and a rejoin whose group names that member leader waits out its session before the
+    /// group forms again: with 3 s, six of eleven Kafka-down runs (held 7 s) took 8–9.5 s to converge, the workers
+    /// rejoining 5–7 s after the broker was back; with 1.5 s, four of four took 3.9–5.2 s. Heartbeats go out every
+    /// 500 ms from librdkafka's own thread, so a busy handler does not lose the session.
+    public static let groupSessionTimeoutMilliseconds = 1500
     /// How often the workers' handled offsets are committed in the background.
     public static let commitInterval: Duration = .milliseconds(500)
     /// Set to make `/health/ready` wait for the group join.
@@ -45,6 +52,27 @@ protocol OMSEventHandling: Sendable {
     var topic: String { get }
     /// Handles one event; a thrown error means "try again later".
     func handle(_ event: OMSEvent) async throws
+    /// Where `handle` times its steps, reported with a backlog once it is worked off.
+    var stages: StageTimer { get }
+}
+
+/// A backlog being worked off: batches holding events older than `OMSEventHandling.lagging` (after an outage, a
+/// rebalance). Summed from its first such batch until the worker is current again, when it is logged.
+struct Backlog {
+    var firstReceived: Date
+    var events = 0
+    var batches = 0
+    var oldest: TimeInterval = 0
+    /// Time spent handling the backlog's batches, and time spent waiting for them in polls.
+    var handling: Duration = .zero
+    var polling: Duration = .zero
+    var largestBatch = 0
+    var lastHandled: Date
+
+    init(firstReceived: Date) {
+        self.firstReceived = firstReceived
+        self.lastHandled = firstReceived
+    }
 }
 
 extension OMSEventHandling {
@@ -78,10 +106,12 @@ extension OMSEventHandling {
         }
         defer { rebalances.cancel() }
         var announced = false
-        // Batches holding events older than `Self.lagging`: a backlog being worked off (after an outage, a
-        // rebalance). When the worker is current again it logs how many events that took, how long, and the oldest
-        // event's age, so a slow convergence's excerpt shows when the worker got its messages and how long it worked.
-        var backlog: (since: Date, handledBy: Date, events: Int, oldest: TimeInterval)?
+        // When the worker is current again it logs how many events the backlog held, the oldest's age, and where the
+        // time went (polls, handling, each step of the handler), so a slow convergence's excerpt shows when the
+        // worker got its messages and what it spent working them off.
+        var backlog: Backlog?
+        let clock = ContinuousClock()
+        var lastBatchDone = clock.now
         while !Task.isCancelled && !Task.isShuttingDownGracefully {
             if !announced, let joined, (try? await consumer.assignment().isEmpty) == false {
                 joined.satisfy(OMSWorkerSettings.joinedCondition)
@@ -95,7 +125,13 @@ extension OMSEventHandling {
                 try await Task.sleep(for: settings.retryInterval)
                 continue
             }
-            guard !messages.isEmpty else { continue }
+            guard !messages.isEmpty else {
+                // Nothing more to read: whatever backlog there was is worked off (the load may have stopped).
+                if let run = backlog { reportCaughtUp(run); backlog = nil }
+                lastBatchDone = clock.now
+                continue
+            }
+            let polled = clock.now - lastBatchDone
             // One aggregate's events in order, different aggregates side by side: the registry keeps each
             // aggregate's versions in order, and a batch's offsets are committed only once all of it was handled.
             var byAggregate: [String: [OMSEvent]] = [:]
@@ -111,13 +147,16 @@ extension OMSEventHandling {
             }
             let received = Date()
             let oldest = byAggregate.values.joined().map { received.timeIntervalSince($0.occurredAt) }.max() ?? 0
-            if oldest <= Self.lagging, let run = backlog {
-                logger.notice("caught up with a backlog", metadata: [
-                    "events": "\(run.events)", "oldest_ms": "\(Int(run.oldest * 1000))",
-                    "first_received": "\(InternetTime.format(run.since))", "working_ms": "\(Int(run.handledBy.timeIntervalSince(run.since) * 1000))",
-                ])
+            let lags = oldest > Self.lagging
+            if !lags, let run = backlog {
+                reportCaughtUp(run)
                 backlog = nil
             }
+            if lags, backlog == nil {
+                backlog = Backlog(firstReceived: received)
+                stages.reset()
+            }
+            let handlingBegan = clock.now
             let finished = await withTaskGroup(of: Bool.self) { group in
                 var running = 0
                 var all = true
@@ -140,8 +179,16 @@ extension OMSEventHandling {
             }
             // Shut down mid-batch: nothing stored, the batch is delivered again to whoever reads next.
             guard finished else { return }
-            if oldest > Self.lagging {
-                backlog = (backlog?.since ?? received, Date(), (backlog?.events ?? 0) + messages.count, max(backlog?.oldest ?? 0, oldest))
+            lastBatchDone = clock.now
+            if lags, var run = backlog {
+                run.events += messages.count
+                run.batches += 1
+                run.oldest = max(run.oldest, oldest)
+                run.handling += lastBatchDone - handlingBegan
+                run.polling += polled
+                run.largestBatch = max(run.largestBatch, messages.count)
+                run.lastHandled = Date()
+                backlog = run
             }
             // Stored offsets are committed in the background (the consumer's automatic commit interval) and on
             // close: a synchronous commit per batch held the next poll for a broker round trip, which on the
@@ -154,6 +201,15 @@ extension OMSEventHandling {
                 logger.warning("offsets not stored; the batch will be read again", metadata: ["error": "\(error)"])
             }
         }
+    }
+
+    private func reportCaughtUp(_ run: Backlog) {
+        let metadata: Logger.Metadata = [
+            "events": "\(run.events)", "batches": "\(run.batches)", "largest_batch": "\(run.largestBatch)", "oldest_ms": "\(Int(run.oldest * 1000))",
+            "first_received": "\(InternetTime.format(run.firstReceived))", "working_ms": "\(Int(run.lastHandled.timeIntervalSince(run.firstReceived) * 1000))",
+            "handling_ms": "\(Int(run.handling.milliseconds))", "polling_ms": "\(Int(run.polling.milliseconds))", "stages": "\(stages.summary())",
+        ]
+        logger.notice("caught up with a backlog", metadata: metadata)
     }
 
     /// Until handled: a stopped dependency is waited out, never skipped. False when shutdown came first.
@@ -185,6 +241,7 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
     let settings: OMSWorkerSettings
     let crashPoints: CrashPoints?
     let logger: Logger
+    let stages = StageTimer()
 
     public init(consumer: KafkaConsumer, registry: ProcessedEventRegistry, writeModel: OMSWriteModel, store: OMSEventStore, readStore: OMSReadStore, settings: OMSWorkerSettings, crashPoints: CrashPoints?, logger: Logger) {
         self.consumer = consumer
@@ -203,7 +260,10 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
     func handle(_ command: OMSEvent) async throws {
         guard command.kind == .command, let type = OMSCommandType(rawValue: command.eventType) else { return }
         let handler = Self.handlerName
-        switch try await registry.claim(handler: handler, eventID: command.eventID, aggregateID: command.aggregateID, sequence: command.aggregateSequence) {
+        let claim = try await stages.time("claim") {
+            try await registry.claim(handler: handler, eventID: command.eventID, aggregateID: command.aggregateID, sequence: command.aggregateSequence)
+        }
+        switch claim {
         case .duplicateDone:
             return
         case .stale:
@@ -216,8 +276,8 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
             await recordStatus(command, .processing)
             crashPoints?.reach("after_claim")
             do {
-                try await registry.withHeartbeat(handler: handler, eventID: command.eventID, every: settings.heartbeat) { [writeModel, store, crashPoints] in
-                    let result = try await writeModel.apply(command)
+                try await registry.withHeartbeat(handler: handler, eventID: command.eventID, every: settings.heartbeat) { [writeModel, store, crashPoints, stages] in
+                    let result = try await stages.time("apply") { try await writeModel.apply(command) }
                     crashPoints?.reach("after_apply")
                     let domain = OMSEvent(
                         eventID: UUIDv5.domainEventID(commandID: command.commandID, eventType: type.resultingEvent, aggregateID: command.aggregateID), kind: .domain,
@@ -226,7 +286,7 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
                     // A first attempt cannot have stored the domain event before, so the index lookup (an S3
                     // GET) is only needed on a retry; even a wrong guess is safe: the create-only index write
                     // then finds the first copy and answers its result.
-                    _ = try await store.append(domain, checkedAbsent: attempt == 1)
+                    _ = try await stages.time("append") { try await store.append(domain, checkedAbsent: attempt == 1) }
                 }
             } catch let failure as OMSValidationError {
                 // The command cannot apply: that is its final outcome, not a reason to retry.
@@ -237,7 +297,7 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
                 try? await registry.markFailed(handler: handler, eventID: command.eventID, error: "\(error)")
                 throw error
             }
-            try await registry.markDone(handler: handler, eventID: command.eventID)
+            try await stages.time("done") { try await registry.markDone(handler: handler, eventID: command.eventID) }
             await recordStatus(command, .completed)
         }
     }
@@ -246,7 +306,7 @@ public struct OMSInstanceWorker: Service, OMSEventHandling {
     /// worker records COMPLETED again when it projects the domain event, so the status catches up.
     func recordStatus(_ command: OMSEvent, _ state: OMSReadStore.CommandState, error: String? = nil) async {
         do {
-            try await readStore.record(command: command.commandID, state, tenant: command.tenant, aggregateID: command.aggregateID, error: error)
+            try await stages.time("status") { try await readStore.record(command: command.commandID, state, tenant: command.tenant, aggregateID: command.aggregateID, error: error) }
         } catch {
             logger.warning("command status not recorded", metadata: ["command_id": "\(command.commandID)", "status": "\(state.rawValue)", "error": "\(error)"])
         }
@@ -263,6 +323,7 @@ public struct OMSProjectionWorker: Service, OMSEventHandling {
     let settings: OMSWorkerSettings
     let crashPoints: CrashPoints?
     let logger: Logger
+    let stages = StageTimer()
 
     public init(consumer: KafkaConsumer, registry: ProcessedEventRegistry, readStore: OMSReadStore, settings: OMSWorkerSettings, crashPoints: CrashPoints?, logger: Logger) {
         self.consumer = consumer
@@ -279,7 +340,10 @@ public struct OMSProjectionWorker: Service, OMSEventHandling {
     func handle(_ event: OMSEvent) async throws {
         guard event.kind == .domain else { return }
         let handler = Self.handlerName
-        switch try await registry.claim(handler: handler, eventID: event.eventID, aggregateID: event.aggregateID, sequence: event.aggregateSequence) {
+        let claim = try await stages.time("claim") {
+            try await registry.claim(handler: handler, eventID: event.eventID, aggregateID: event.aggregateID, sequence: event.aggregateSequence)
+        }
+        switch claim {
         case .duplicateDone, .stale:
             return
         case .inProgress:
@@ -289,14 +353,14 @@ public struct OMSProjectionWorker: Service, OMSEventHandling {
             do {
                 if let classID = event.payload["class"]?.stringValue, let id = event.payload["instance_id"]?.stringValue {
                     let document = OMSReadStore.Document(data: event.payload["data"] ?? .null, seq: event.aggregateSequence, deleted: event.payload["deleted"]?.boolValue ?? false)
-                    try await readStore.writeDocument(event.database, classID, id, document)
+                    try await stages.time("document") { try await readStore.writeDocument(event.database, classID, id, document) }
                 }
-                try await readStore.record(command: event.commandID, .completed, tenant: event.tenant, aggregateID: event.aggregateID)
+                try await stages.time("status") { try await readStore.record(command: event.commandID, .completed, tenant: event.tenant, aggregateID: event.aggregateID) }
             } catch {
                 try? await registry.markFailed(handler: handler, eventID: event.eventID, error: "\(error)")
                 throw error
             }
-            try await registry.markDone(handler: handler, eventID: event.eventID)
+            try await stages.time("done") { try await registry.markDone(handler: handler, eventID: event.eventID) }
         }
     }
 }
