@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import OMSChaos
+import ProdReadyPerformance
 import TestSupport
 
 /// SPEC-oms items 3, 4 and 6 on private deployments: each fault with commands flowing before, during and after it,
@@ -15,6 +16,19 @@ struct OMSChaosTests {
             let outcome = try await scenario.run(on: target)
             expectNoLoss(outcome.report, "chaos-lite \(scenario.rawValue)")
             #expect(outcome.summary.violations.isEmpty, "\(scenario.rawValue): \(outcome.summary.violations.joined(separator: "; "))")
+            // SPEC-oms's goal for a dependency that returns: everything converged within 10 s (the seed allows
+            // 240 s). It holds because this suite runs alone (scripts/test); beside the other suites, the chaos
+            // stack at nice 19 got too little CPU to measure the OMS (Kafka down 10–25 s, 3 s idle).
+            if case .stopComponent(let component) = scenario.fault.action {
+                let validator = PerformanceValidator()
+                var convergence = await validator.newMeasurement(
+                    "OMS convergence after \(component.rawValue) returns (chaos-lite \(scenario.rawValue))",
+                    thresholds: [.latency(percentile: 100, atMost: OMSChaosScenario.convergenceGoal)])
+                if let after = outcome.report.convergedAfter { convergence.record(latency: after) }
+                let verdict = await validator.add(convergence)
+                let withinGoal = verdict.passed
+                #expect(withinGoal, "\(verdict.report)")
+            }
         }
     }
 
@@ -50,6 +64,15 @@ struct OMSChaosTests {
             #expect(outcomes.count >= 2, "a soak of \(seconds) s ran \(outcomes.count - 1) faults")
             for outcome in outcomes {
                 expectNoLoss(outcome.report, "soak: \(outcome.summary.scenario) (\(outcome.summary.fault))")
+            }
+            // The times to converge per kind of fault, with percentiles: figures, not limits (a short soak holds
+            // a few faults of each kind; the chaos-lite scenarios check the 10 s goal).
+            let validator = PerformanceValidator()
+            let byKind = Dictionary(grouping: outcomes.filter { $0.summary.scenario.hasPrefix("soak fault") }) { $0.summary.fault.components(separatedBy: ", held").first ?? $0.summary.fault }
+            for (kind, faults) in byKind.sorted(by: { $0.key < $1.key }) {
+                var convergence = await validator.newMeasurement("soak convergence: \(kind)", thresholds: [])
+                for fault in faults { if let after = fault.report.convergedAfter { convergence.record(latency: after) } }
+                await validator.add(convergence)
             }
         }
     }
