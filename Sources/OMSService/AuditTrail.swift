@@ -17,12 +17,16 @@ public import ProdReadyService
 public struct OMSAuditTrail: Sendable {
     public let outbox: Outbox
     public let subjects: AuditSubjects
+    /// Where records of writes that are not commands go: refusals arrive in bursts (a credential-stuffing run),
+    /// and this writer stores each burst's rows together, a statement per round trip instead of one per request.
+    let outsideCommands: OutboxGroupWriter
     let logger: Logger
     public static let source = "oms"
 
     public init(outbox: Outbox, subjects: AuditSubjects, logger: Logger) {
         self.outbox = outbox
         self.subjects = subjects
+        self.outsideCommands = OutboxGroupWriter(client: outbox.client, schema: outbox.schema, logger: logger)
         self.logger = logger
     }
 
@@ -53,11 +57,12 @@ public struct OMSAuditTrail: Sendable {
     }
 
     /// Records a write that is not a command: it happened in S3 already (or was refused), so the row is enqueued
-    /// right after it, by a statement of its own. Its id derives from what was written, so a repeated record is one event.
+    /// right after it, with the other such rows waiting at that moment (at most two statements' deadlines, 2 s).
+    /// Its id derives from what was written, so a repeated record is one event.
     func recordOutsideCommand(_ record: AuditRecord, id: String, requestID: String) async {
         do {
             let message = try message(.audit(id: id, at: Date(), correlationID: requestID, causationID: nil, record))
-            try await withDeadline(.seconds(2)) { [outbox] in try await outbox.enqueueWithoutWrite(message) }
+            try await outsideCommands.enqueue(message)
         } catch {
             logger.warning("a refused write was not audited", metadata: ["event_type": "\(record.eventType)", "request_id": "\(requestID)", "error": "\(error)"])
         }

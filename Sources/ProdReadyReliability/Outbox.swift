@@ -83,6 +83,16 @@ public final class OutboxTransaction {
     /// The one INSERT that enqueues `messages`, run by `run`; an event id already in the outbox is refused.
     static func insert(_ messages: [OutboxMessage], schema: SQLIdentifier, logger: Logger, run: (PostgresQuery) async throws -> [PostgresRow]) async throws {
         let ids = messages.map(\.eventID)
+        let inserted = try await insertNew(messages, schema: schema, logger: logger, run: run)
+        if inserted.count != messages.count {
+            let duplicates = Set(ids).subtracting(inserted).sorted()
+            throw ProdReadyError(.preconditionFailed, "already in the outbox: \(duplicates.prefix(5).joined(separator: ", "))\(duplicates.count > 5 ? " and \(duplicates.count - 5) more" : "")")
+        }
+    }
+
+    /// The one INSERT that enqueues those of `messages` whose event id is not in the outbox yet; returns their ids.
+    static func insertNew(_ messages: [OutboxMessage], schema: SQLIdentifier, logger: Logger, run: (PostgresQuery) async throws -> [PostgresRow]) async throws -> [String] {
+        let ids = messages.map(\.eventID)
         guard Set(ids).count == ids.count else { throw ProdReadyError(.invalidArgument, "the batch repeats an event id") }
         let types = messages.map(\.eventType)
         let data = messages.map { String(decoding: $0.eventData, as: UTF8.self) }
@@ -99,15 +109,10 @@ public final class OutboxTransaction {
             ON CONFLICT (event_id) DO NOTHING
             RETURNING event_id
             """
-        let inserted: [String]
         do {
-            inserted = try await run(query).map { try $0.decode(String.self) }
+            return try await run(query).map { try $0.decode(String.self) }
         } catch {
             throw ProdReadyError.postgres(error, doing: "enqueueing \(messages.count) outbox events")
-        }
-        if inserted.count != messages.count {
-            let duplicates = Set(ids).subtracting(inserted).sorted()
-            throw ProdReadyError(.preconditionFailed, "already in the outbox: \(duplicates.prefix(5).joined(separator: ", "))\(duplicates.count > 5 ? " and \(duplicates.count - 5) more" : "")")
         }
     }
 }

@@ -136,6 +136,40 @@ struct OutboxTests {
         }
     }
 
+    @Test("the group writer: 300 messages enqueued at once are each stored once, in far fewer INSERTs than messages; an id repeated in the burst or after it is refused (precondition_failed) and stored once")
+    func groupWriter() async throws {
+        try await withSchema { clients, schema in
+            let writer = OutboxGroupWriter(client: clients[0], schema: schema)
+            let messages = try (0..<300).map { try orderMessage($0) }
+            let burst = messages + [messages[7]]
+            let outcomes = await withTaskGroup(of: (id: String, refusal: ProdReadyError.Code?).self) { group in
+                for message in burst {
+                    group.addTask {
+                        do {
+                            try await writer.enqueue(message)
+                            return (message.eventID, nil)
+                        } catch {
+                            return (message.eventID, (error as? ProdReadyError)?.code ?? ProdReadyError.Code("not a ProdReadyError: \(error)"))
+                        }
+                    }
+                }
+                return await group.reduce(into: [(id: String, refusal: ProdReadyError.Code?)]()) { $0.append($1) }
+            }
+            let stored = outcomes.filter { $0.refusal == nil }.map(\.id)
+            let refused = outcomes.filter { $0.refusal != nil }
+            #expect(stored.count == 300 && Set(stored).count == 300, "\(stored.count) stored, \(Set(stored).count) distinct")
+            #expect(refused.map(\.id) == ["order-placed-7"] && refused.first?.refusal == .preconditionFailed, "refused: \(refused)")
+            #expect(try await count(clients[0], schema, "outbox_events", where: "status = 'pending'") == 300)
+            let counts = writer.counts
+            // One INSERT per message would be 300: the burst waits behind the first statement and goes in a few.
+            #expect(counts.stored == 300 && counts.statements < 30, "\(counts.statements) INSERTs for \(counts.stored) messages")
+            let again = await #expect(throws: ProdReadyError.self) { try await writer.enqueue(messages[0]) }
+            #expect(again?.code == .preconditionFailed)
+            #expect(again?.message.contains("order-placed-0") == true)
+            #expect(try await count(clients[0], schema, "outbox_events") == 300)
+        }
+    }
+
     @Test("4 relays over 2,000 rows: every row published exactly once")
     func concurrentRelays() async throws {
         try await withSchema(pools: 4, maximumConnections: 2) { clients, schema in
