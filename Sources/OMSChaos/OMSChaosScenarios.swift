@@ -311,10 +311,12 @@ extension OMSChaosScenario {
     /// SPEC-oms's goal for converging after a dependency returns.
     public static let convergenceGoal = Duration.seconds(10)
 
-    /// Past the goal (or not converged), the last warnings of each OMS process go into the log: a slow convergence
-    /// in a CI run can then be explained from its output alone, where the processes' logs are gone.
+    /// Past half the goal (or not converged), the last warnings of each OMS process go into the log: a slow
+    /// convergence in a CI run can then be explained from its output alone, where the processes' logs are gone.
+    /// Half, not the whole goal: a run that came close (Postgres down after 6.2 s in ci33, 1.2–1.8 s otherwise)
+    /// needs explaining before one that misses it.
     static func noteProcessWarnings(on target: OMSChaosTarget, _ report: LossReport) async {
-        let goal = convergenceGoal
+        let goal = convergenceGoal / 2
         guard (report.convergedAfter ?? .seconds(Int64.max)) > goal else { return }
         var quiet: [String] = []
         for process in OMSProcesses.all {
