@@ -245,9 +245,10 @@ public enum OMSClasses {
     }
 }
 
-/// Sending a command and waiting for its outcome.
-enum OMSCommands {
-    static func complete(_ oms: ServiceClient, _ method: String, _ path: String, _ body: JSONValue, timeout: Duration = .seconds(60)) async throws {
+/// Sending a command and waiting for its outcome (the chaos scenarios' set-up, and the benchmarks').
+public enum OMSCommands {
+    /// Sends the command and returns once its status is COMPLETED; throws if it FAILED, or after `timeout`.
+    public static func complete(_ oms: ServiceClient, _ method: String, _ path: String, _ body: JSONValue, timeout: Duration = .seconds(60)) async throws {
         let answer = try await oms.request(method, path, json: body)
         guard answer.status == 202, let command = answer.data?["command_id"]?.stringValue else {
             throw ProdReadyError(.protocolError, "\(method) \(path) answered \(answer.status): \(answer.body.map { "\($0)" } ?? "")")

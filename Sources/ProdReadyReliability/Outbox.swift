@@ -77,15 +77,10 @@ public final class OutboxTransaction {
             throw ProdReadyError(.invalidArgument, "this outbox transaction has ended; enqueue inside the Outbox.transaction closure")
         }
         guard !messages.isEmpty else { return }
-        try await Self.insert(messages, schema: schema, logger: logger) { query in try await connection.query(query, logger: logger).collect() }
-    }
-
-    /// The one INSERT that enqueues `messages`, run by `run`; an event id already in the outbox is refused.
-    static func insert(_ messages: [OutboxMessage], schema: SQLIdentifier, logger: Logger, run: (PostgresQuery) async throws -> [PostgresRow]) async throws {
-        let ids = messages.map(\.eventID)
-        let inserted = try await insertNew(messages, schema: schema, logger: logger, run: run)
+        let connection = self.connection
+        let inserted = try await Self.insertNew(messages, schema: schema, logger: logger) { query in try await connection.query(query, logger: logger).collect() }
         if inserted.count != messages.count {
-            let duplicates = Set(ids).subtracting(inserted).sorted()
+            let duplicates = Set(messages.map(\.eventID)).subtracting(inserted).sorted()
             throw ProdReadyError(.preconditionFailed, "already in the outbox: \(duplicates.prefix(5).joined(separator: ", "))\(duplicates.count > 5 ? " and \(duplicates.count - 5) more" : "")")
         }
     }
@@ -140,15 +135,6 @@ public struct Outbox: Sendable {
             defer { transaction.isOpen = false }
             return try await body(transaction)
         }
-    }
-
-    /// Enqueues a message that records no business write of this database (a refused request, a write made
-    /// elsewhere): one single-row INSERT, atomic on its own, without the BEGIN and COMMIT round trips of
-    /// `transaction`. One message only: several would be stored up to the first already-known id, not all or none.
-    /// An event id already in the outbox is refused (`precondition_failed`).
-    public func enqueueWithoutWrite(_ message: OutboxMessage) async throws {
-        let client = self.client
-        try await OutboxTransaction.insert([message], schema: schema, logger: logger) { query in try await client.query(query, logger: logger).collect() }
     }
 
     /// Rows per status (`pending`, `processing`, `published`, `failed`).

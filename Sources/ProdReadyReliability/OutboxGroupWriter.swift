@@ -6,8 +6,9 @@ import Synchronization
 
 /// Enqueues outbox messages that record no business write of this database (a refused request, a write made
 /// elsewhere), many callers' messages in one statement: while one INSERT is on its way, the messages that arrive
-/// meanwhile wait and go together in the next. Nothing waits for a batch to fill, so a lone message costs what
-/// `Outbox.enqueueWithoutWrite` costs, and a burst costs a statement per round trip instead of one per message.
+/// meanwhile wait and go together in the next. Nothing waits for a batch to fill, so a lone message costs one
+/// single-row INSERT (no BEGIN and COMMIT round trips, as `Outbox.transaction` has), and a burst costs a statement
+/// per round trip instead of one per message.
 ///
 /// Each caller still learns its own message's outcome before it returns: stored, or refused because its event id
 /// is in the outbox already (`precondition_failed`), or the statement's error. Each INSERT is atomic, so a

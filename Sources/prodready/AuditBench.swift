@@ -6,6 +6,7 @@ import PostgresNIO
 import ProdReadyCore
 import ProdReadyInfra
 import ProdReadyNATS
+import OMSChaos
 import ProdReadyPerformance
 import ProdReadyPostgres
 import ProdReadyReliability
@@ -204,14 +205,8 @@ struct AuditBench: AsyncParsableCommand {
         let tenant = "bench-http"
         let database = "bench-http"
         let owner = try await deployment.client(tenant: tenant)
-        let created = try await owner.post("/api/v1/database/create", ["name": .string(database)])
-        guard created.status == 202 else { throw ProdReadyError(.protocolError, "creating database \(database) answered \(created)") }
+        try await OMSCommands.complete(owner, "POST", "/api/v1/database/create", ["name": .string(database)])
         let clock = ContinuousClock()
-        let createDeadline = clock.now + .seconds(60)
-        while try await owner.get("/api/v1/database/exists/\(database)").data?["exists"]?.boolValue != true {
-            guard clock.now < createDeadline else { throw ProdReadyError(.timeout, "database \(database) did not exist 60 s after its create was accepted") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
 
         let total = httpRate * httpSeconds
         progress("whole-path phase: \(total) writes without a token to \(database) at \(httpRate)/s")

@@ -53,7 +53,7 @@ struct OMSBench: AsyncParsableCommand {
     /// Returns whether any measurement missed its target.
     private func measure(_ client: ServiceClient, services: StackServices) async throws -> Bool {
         let database = "bench"
-        try await command(client, "POST", "/api/v1/database/create", ["name": .string(database)])
+        try await OMSCommands.complete(client, "POST", "/api/v1/database/create", ["name": .string(database)])
         let total = rate * seconds
         let steadyClasses = ClassBuckets(prefix: "Steady", count: total, perClass: Self.instancesPerClass)
         let burstClasses = ClassBuckets(prefix: "Burst", count: burst, perClass: Self.instancesPerClass)
@@ -134,23 +134,7 @@ struct OMSBench: AsyncParsableCommand {
         return !(await validator.summarize()).isEmpty
     }
 
-    /// Sends every class's ontology command at once (16 in flight), then waits until the ontology lists them all.
-    /// Sends a command and waits until it completed.
     private func format(_ value: Double) -> String { String(Int(value.rounded())) }
-
-    private func command(_ client: ServiceClient, _ method: String, _ path: String, _ body: JSONValue) async throws {
-        let answer = try await client.request(method, path, json: body)
-        guard answer.status == 202, let id = answer.data?["command_id"]?.stringValue else { throw ProdReadyError(.protocolError, "\(method) \(path) → \(answer)") }
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(60)
-        while clock.now < deadline {
-            let status = try await client.get("/api/v1/commands/\(id)/status").data?["status"]?.stringValue
-            if status == "COMPLETED" { return }
-            if status == "FAILED" { throw ProdReadyError(.protocolError, "\(method) \(path) failed") }
-            try await Task.sleep(for: .milliseconds(50))
-        }
-        throw ProdReadyError(.timeout, "\(method) \(path) did not complete within 60 s")
-    }
 }
 
 /// Which class the `index`-th instance of a phase goes to: `<prefix><index / perClass>`.

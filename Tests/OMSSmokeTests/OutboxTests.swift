@@ -120,15 +120,16 @@ struct OutboxTests {
         }
     }
 
-    @Test("an event recording no write of this database is enqueued by one statement: pending with its fields, a repeated id refused and nothing else written")
-    func enqueueWithoutWrite() async throws {
+    @Test("an event recording no write of this database, enqueued alone through the group writer, is one statement: pending with its fields, a repeated id refused and nothing else written")
+    func enqueueAlone() async throws {
         try await withSchema { clients, schema in
-            let outbox = Outbox(client: clients[0], schema: schema)
-            try await outbox.enqueueWithoutWrite(try orderMessage(1))
-            try await outbox.enqueueWithoutWrite(try orderMessage(2))
+            let writer = OutboxGroupWriter(client: clients[0], schema: schema)
+            try await writer.enqueue(try orderMessage(1))
+            try await writer.enqueue(try orderMessage(2))
+            #expect(writer.counts.statements == 2 && writer.counts.stored == 2, "\(writer.counts)")
             #expect(try await count(clients[0], schema, "outbox_events", where: "status = 'pending' AND subject = 'orders' AND correlation_id IN ('checkout-1', 'checkout-2')") == 2)
             let duplicate = await #expect(throws: ProdReadyError.self) {
-                try await outbox.enqueueWithoutWrite(try orderMessage(2))
+                try await writer.enqueue(try orderMessage(2))
             }
             #expect(duplicate?.code == .preconditionFailed)
             #expect(duplicate?.message.contains("order-placed-2") == true)
